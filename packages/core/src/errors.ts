@@ -1,0 +1,141 @@
+/**
+ * One registry of stable error codes. Each code declares its gRPC status (numeric, per
+ * grpc/status.h) and its HTTP status, so every layer maps the same failure the same way.
+ */
+export const GrpcStatus = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
+} as const;
+export type GrpcStatusName = keyof typeof GrpcStatus;
+
+interface CodeSpec {
+  readonly grpc: GrpcStatusName;
+  readonly http: number;
+  readonly summary: string;
+}
+
+export const ERROR_CODES = {
+  INVALID_ARGUMENT: { grpc: 'INVALID_ARGUMENT', http: 400, summary: 'The request or a flag is malformed.' },
+  CONFIG_INVALID: { grpc: 'INVALID_ARGUMENT', http: 500, summary: 'The service configuration is invalid.' },
+  CNI_SUBNET_INVALID: {
+    grpc: 'INVALID_ARGUMENT',
+    http: 500,
+    summary: 'CNI_SUBNET and the IPAM range or gateway disagree.',
+  },
+  HOST_PREREQUISITE_MISSING: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 503,
+    summary: 'A host prerequisite (runtime, CNI plugin, cgroup controller, quota volume) is missing.',
+  },
+  RUNTIME_UNAVAILABLE: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 503,
+    summary: 'The requested OCI runtime is not installed or cannot run on this host.',
+  },
+  RUNTIME_FAILED: { grpc: 'INTERNAL', http: 500, summary: 'The OCI runtime returned an error.' },
+  SANDBOX_NOT_FOUND: { grpc: 'NOT_FOUND', http: 404, summary: 'No sandbox with that id.' },
+  SANDBOX_ALREADY_EXISTS: { grpc: 'ALREADY_EXISTS', http: 409, summary: 'A sandbox with that id exists.' },
+  SANDBOX_CREATE_FAILED: { grpc: 'INTERNAL', http: 500, summary: 'Creating the sandbox failed; it was rolled back.' },
+  SANDBOX_STATE_INVALID: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 409,
+    summary: 'The sandbox is not in a state that allows this operation.',
+  },
+  SANDBOX_CLEANUP_FAILED: {
+    grpc: 'INTERNAL',
+    http: 500,
+    summary: 'One or more cleanup steps failed; the rest ran.',
+  },
+  CGROUP_FAILED: { grpc: 'INTERNAL', http: 500, summary: 'Creating or configuring a cgroup failed.' },
+  NETWORK_SETUP_FAILED: { grpc: 'INTERNAL', http: 500, summary: 'A CNI plugin or netns operation failed.' },
+  NFTABLES_FAILED: { grpc: 'INTERNAL', http: 500, summary: 'Applying the nftables policy failed.' },
+  QUOTA_UNAVAILABLE: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 503,
+    summary: 'The disk quota volume is not set up.',
+  },
+  QUOTA_FAILED: { grpc: 'INTERNAL', http: 500, summary: 'Setting a disk quota failed.' },
+  QUOTA_EXCEEDED: { grpc: 'RESOURCE_EXHAUSTED', http: 507, summary: 'A disk quota was exceeded.' },
+  IMAGE_NOT_FOUND: { grpc: 'NOT_FOUND', http: 404, summary: 'The image is not in the store.' },
+  IMAGE_INVALID: { grpc: 'INVALID_ARGUMENT', http: 400, summary: 'The image is malformed.' },
+  IMAGE_DIGEST_MISMATCH: {
+    grpc: 'DATA_LOSS',
+    http: 422,
+    summary: 'A blob did not match its declared digest.',
+  },
+  IMAGE_STORE_CORRUPT: { grpc: 'DATA_LOSS', http: 500, summary: 'The image store is corrupt.' },
+  IMAGE_STORE_PERMISSION: {
+    grpc: 'PERMISSION_DENIED',
+    http: 500,
+    summary: 'The image store cannot be read or written.',
+  },
+  IMAGE_STORE_IO: { grpc: 'UNAVAILABLE', http: 500, summary: 'An I/O error in the image store.' },
+  IMAGE_PULL_FAILED: { grpc: 'UNAVAILABLE', http: 502, summary: 'Pulling the image from the registry failed.' },
+  EGRESS_DENIED: { grpc: 'PERMISSION_DENIED', http: 403, summary: 'The destination is not on the allowlist.' },
+  WORKSPACE_INVALID: { grpc: 'INVALID_ARGUMENT', http: 400, summary: 'The workspace path is not usable.' },
+  INTERNAL: { grpc: 'INTERNAL', http: 500, summary: 'An unexpected internal error.' },
+} as const satisfies Record<string, CodeSpec>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface AppErrorOptions {
+  readonly cause?: unknown;
+  /** Structured details safe to show to the caller (never secrets). */
+  readonly details?: Record<string, unknown>;
+}
+
+/** An error with a stable code. `message` says what went wrong and, where useful, what to do next. */
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: AppErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'AppError';
+    this.code = code;
+    this.details = options.details;
+  }
+
+  get grpcStatus(): number {
+    return GrpcStatus[ERROR_CODES[this.code].grpc];
+  }
+
+  get httpStatus(): number {
+    return ERROR_CODES[this.code].http;
+  }
+}
+
+export function isAppError(err: unknown): err is AppError {
+  return err instanceof AppError;
+}
+
+/** Wraps anything thrown into an AppError, keeping an existing code. */
+export function toAppError(err: unknown, fallback: ErrorCode = 'INTERNAL', context?: string): AppError {
+  if (err instanceof AppError) return err;
+  const msg = err instanceof Error ? err.message : String(err);
+  return new AppError(fallback, context ? `${context}: ${msg}` : msg, { cause: err });
+}
+
+/** Several errors from independent steps (cleanup), reported together. */
+export class AggregateAppError extends AppError {
+  readonly errors: readonly AppError[];
+  constructor(code: ErrorCode, message: string, errors: readonly AppError[]) {
+    super(code, `${message}: ${errors.map((e) => `[${e.code}] ${e.message}`).join('; ')}`);
+    this.errors = errors;
+  }
+}

@@ -1,0 +1,163 @@
+/**
+ * The narrow driver interfaces the sandbox is built from. Each has one real implementation per
+ * engine (chosen by a factory); fakes exist only in unit tests of the code above them.
+ */
+
+/** Resource limits a sandbox gets. Every field is required once defaults are applied. */
+export interface SandboxLimits {
+  /** Memory limit in bytes, swap included (memory+swap = this). */
+  readonly memoryBytes: number;
+  /** Maximum number of tasks (processes and threads). */
+  readonly pids: number;
+  /** CPU quota in cores (0.5 = half a core). */
+  readonly cpus: number;
+  /** Hard limit in bytes on /workspace (project quota). */
+  readonly diskBytes: number;
+  /** Size of the /tmp tmpfs in bytes (also used for /dev/shm). */
+  readonly tmpBytes: number;
+}
+
+// ---------------------------------------------------------------- cgroups
+
+export interface CgroupStats {
+  readonly memoryCurrentBytes: number;
+  readonly memoryPeakBytes: number;
+  readonly memoryLimitBytes: number;
+  /** Processes killed by the OOM killer because of this cgroup's limit. */
+  readonly oomKills: number;
+  readonly pidsCurrent: number;
+  readonly pidsLimit: number;
+  /** Times a fork failed because the pids limit was reached. */
+  readonly pidsLimitHits: number;
+  readonly cpuUsageNs: number;
+}
+
+export interface CgroupManager {
+  readonly version: 1 | 2;
+  /**
+   * Creates the sandbox's parent cgroup `hako/{env}/{name}` (in every mounted v1 hierarchy, or once
+   * on v2) and writes the limits to it. Returns the `linux.cgroupsPath` for the OCI spec: a child
+   * of that parent that the runtime creates and removes; the limits on the parent bound it.
+   * Call once per sandbox, before the runtime starts; undo with remove().
+   */
+  create(name: string, limits: Pick<SandboxLimits, 'memoryBytes' | 'pids' | 'cpus'>): Promise<{ cgroupsPath: string }>;
+  /** Reads counters from the parent cgroup. Works after the sandbox's processes have exited, until remove(). */
+  stats(name: string): Promise<CgroupStats>;
+  /** Freezes (true) or thaws (false) every process of the sandbox. */
+  setFrozen(name: string, frozen: boolean): Promise<void>;
+  /**
+   * Kills whatever is left in the cgroup tree and removes it (children first, in every hierarchy).
+   * Idempotent: a cgroup that does not exist is not an error.
+   */
+  remove(name: string): Promise<void>;
+  /** Names of the sandbox cgroups that exist for this env. */
+  list(): Promise<string[]>;
+}
+
+// ---------------------------------------------------------------- network
+
+export interface NetworkAttachment {
+  /** Name of the network namespace under /run/netns. */
+  readonly netnsName: string;
+  /** Path to pass as the OCI spec's network namespace path. */
+  readonly netnsPath: string;
+  /** Address leased to the sandbox (IPv4, no prefix). */
+  readonly ip: string;
+  readonly prefixLength: number;
+  readonly gateway: string;
+  /** Host-side veth name. */
+  readonly hostVeth: string | undefined;
+}
+
+export interface NetworkManager {
+  /**
+   * Writes the conflist and applies the host-wide nftables policy (idempotent). Call once before
+   * add(). Fails with CNI_SUBNET_INVALID when the subnet, range and gateway disagree.
+   */
+  init(): Promise<void>;
+  /**
+   * Creates netns `name`, runs CNI ADD into it, and returns the lease. On any failure it runs CNI
+   * DEL and deletes the netns before throwing, so a failed add leaves nothing behind.
+   */
+  add(name: string): Promise<NetworkAttachment>;
+  /** CNI CHECK for an attached sandbox. */
+  check(name: string): Promise<void>;
+  /** CNI DEL (idempotent, retried) and deletes the netns. Safe when add() failed or never ran. */
+  del(name: string): Promise<void>;
+  /** Names of this env's netns that exist on the host. */
+  list(): Promise<string[]>;
+  /** The gateway address on the bridge, where the egress proxy listens. */
+  readonly gateway: string;
+}
+
+// ---------------------------------------------------------------- quota
+
+export interface QuotaUsage {
+  readonly usedBytes: number;
+  readonly limitBytes: number;
+}
+
+export interface QuotaManager {
+  /** Ensures the project-quota volume exists and is mounted. Call once before create(). */
+  init(): Promise<void>;
+  /**
+   * Creates the directory for `name` on the quota volume with a hard block limit of `bytes`, owned
+   * by uid:gid, and returns its path. Undo with remove().
+   */
+  create(name: string, bytes: number, uid: number, gid: number): Promise<string>;
+  usage(name: string): Promise<QuotaUsage>;
+  /** Removes the directory and clears its project quota. Idempotent. */
+  remove(name: string): Promise<void>;
+  /** Names of this env's quota directories. */
+  list(): Promise<string[]>;
+}
+
+// ---------------------------------------------------------------- images
+
+export interface ImageConfig {
+  readonly env: readonly string[];
+  readonly entrypoint: readonly string[];
+  readonly cmd: readonly string[];
+  readonly workingDir: string | undefined;
+  readonly user: string | undefined;
+}
+
+export interface ImageRef {
+  /** `host` or a name given at import/pull (`name:tag`). */
+  readonly name: string;
+  /** Manifest digest (sha256:…); `host` for the built-in image. */
+  readonly digest: string;
+  /** Unpacked, read-only root filesystem shared by every sandbox of this image. */
+  readonly rootfs: string;
+  readonly config: ImageConfig;
+  /**
+   * Extra read-only bind mounts the image needs (the `host` image binds the host's /usr).
+   * destination -> host source.
+   */
+  readonly binds: readonly { readonly destination: string; readonly source: string }[];
+}
+
+export interface ImageStore {
+  /**
+   * Looks an image up by name or digest. Throws IMAGE_NOT_FOUND only when it is really absent;
+   * permission, corruption and I/O problems throw their own codes (never hidden as not-found).
+   */
+  get(ref: string): Promise<ImageRef>;
+  /** Imports an OCI image layout tar, verifying every blob's digest, and unpacks it. */
+  importLayout(tarPath: string, name?: string): Promise<ImageRef>;
+  list(): Promise<ImageRef[]>;
+  remove(ref: string): Promise<void>;
+}
+
+// ---------------------------------------------------------------- egress
+
+export interface EgressProxy {
+  /** Address sandboxes use (http://gateway:port). Valid after listen(). */
+  readonly url: string;
+  /** Starts listening on `host`, on the first free port of [port, port+count). */
+  listen(host: string, port: number, count: number): Promise<void>;
+  /** Allows `sourceIp` to reach destinations matching `allowlist` (host:port patterns). */
+  register(sourceIp: string, sandboxId: string, allowlist: readonly string[]): void;
+  unregister(sourceIp: string): void;
+  close(): Promise<void>;
+}
