@@ -27,3 +27,35 @@ export {
   parseSeccompStatus,
 } from './host-checks.js';
 export type { HostCheck, HostCheckOptions, HostFacts, CommandResult } from './host-checks.js';
+export { CniNetworkManager, SANDBOX_IFNAME } from './network-manager.js';
+export type { CniNetworkManagerOptions } from './network-manager.js';
+export {
+  buildConflist,
+  resolveIpamRange,
+  networkName,
+  conflistPath,
+  leaseDir,
+  ipamDataDir,
+  CNI_VERSION,
+} from './cni-config.js';
+export type { CniConflist, CniPluginConf, ConflistInput, IpamRange, IpamRangeInput } from './cni-config.js';
+export { CniConflistInvoker, findPlugin, invokePlugin } from './cni-plugin.js';
+export type { CniCommand, CniResult, CniRuntimeArgs } from './cni-plugin.js';
+export { NftablesPolicy, renderPolicy, renderRemoval, policyTableName, sandboxPortGroup } from './nftables-policy.js';
+export type { HostPolicyOptions } from './nftables-policy.js';
+export { createNetns, deleteNetns, listNetns, netnsPath, netnsExists, setLoopbackUp, NETNS_DIR } from './netns.js';
+export {
+  parseIpv4,
+  tryParseIpv4,
+  formatIpv4,
+  parseCidr,
+  formatCidr,
+  cidrContains,
+  cidrSize,
+  networkAddress,
+  broadcastAddress,
+  nthAddress,
+  compareIpv4,
+  prefixMask,
+} from './ip-math.js';
+export type { Ipv4Cidr } from './ip-math.js';
