@@ -45,10 +45,19 @@ if (tiers.includes('privileged') && process.getuid?.() !== 0) {
   process.exit(1);
 }
 // Privileged tests share host-wide things (the bridge, nftables): one file at a time.
-const concurrency = tiers.includes('privileged') || tiers.includes('integration') ? '1' : String(Math.max(2, 2));
+const concurrency =
+  tiers.includes('privileged') || tiers.includes('integration') ? '1' : String(Math.max(2, 2));
 const r = spawnSync(
   process.execPath,
-  ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...selected.sort()],
+  [
+    '--conditions=source',
+    '--import',
+    'tsx',
+    '--test',
+    `--test-concurrency=${concurrency}`,
+    '--test-reporter=spec',
+    ...selected.sort(),
+  ],
   { stdio: 'inherit', env: { ...process.env, HAKO_TEST: '1' } },
 );
 process.exit(r.status ?? 1);

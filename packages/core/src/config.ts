@@ -10,7 +10,8 @@ export function parseBytes(input: string): number {
   if (!m) throw new AppError('INVALID_ARGUMENT', `not a size: "${input}" (use e.g. 512m, 1g, 65536)`);
   const n = Number(m[1]);
   const unit = (m[2] ?? '').toLowerCase();
-  const mult = unit === 'k' ? 1024 : unit === 'm' ? 1024 ** 2 : unit === 'g' ? 1024 ** 3 : unit === 't' ? 1024 ** 4 : 1;
+  const mult =
+    unit === 'k' ? 1024 : unit === 'm' ? 1024 ** 2 : unit === 'g' ? 1024 ** 3 : unit === 't' ? 1024 ** 4 : 1;
   const bytes = Math.floor(n * mult);
   if (!Number.isSafeInteger(bytes) || bytes <= 0) {
     throw new AppError('INVALID_ARGUMENT', `size out of range: "${input}"`);
@@ -25,7 +26,8 @@ export function parseDuration(input: string): number {
   const n = Number(m[1]);
   const unit = m[2] ?? 's';
   const ms = unit === 'ms' ? n : unit === 's' ? n * 1000 : unit === 'm' ? n * 60_000 : n * 3_600_000;
-  if (!Number.isFinite(ms) || ms <= 0) throw new AppError('INVALID_ARGUMENT', `duration out of range: "${input}"`);
+  if (!Number.isFinite(ms) || ms <= 0)
+    throw new AppError('INVALID_ARGUMENT', `duration out of range: "${input}"`);
   return Math.round(ms);
 }
 
@@ -47,7 +49,9 @@ export const sandboxHostConfigSchema = z.object({
     .string()
     .regex(/^[a-z0-9]{1,12}$/, 'lowercase letters and digits, at most 12')
     .default('dev')
-    .describe('Environment name; everything hako creates is named `hako-{env}-…` so environments never touch each other.'),
+    .describe(
+      'Environment name; everything hako creates is named `hako-{env}-…` so environments never touch each other.',
+    ),
   HAKO_STATE_DIR: z
     .string()
     .default('/var/lib/hako')
@@ -59,7 +63,9 @@ export const sandboxHostConfigSchema = z.object({
   HAKO_RUNTIME: z
     .enum(['auto', 'crun', 'runc', 'runsc'])
     .default('auto')
-    .describe('OCI runtime. `auto` picks the first of crun, runc, runsc that works on this host\'s cgroup layout.'),
+    .describe(
+      "OCI runtime. `auto` picks the first of crun, runc, runsc that works on this host's cgroup layout.",
+    ),
   HAKO_SANDBOX_UID: z.coerce
     .number()
     .int()
@@ -69,7 +75,9 @@ export const sandboxHostConfigSchema = z.object({
     .describe('Uid (and gid) that sandboxed processes run as, inside and on the host; never 0.'),
   HAKO_QUOTA_VOLUME_SIZE: bytesString
     .default('20g')
-    .describe('Size of the sparse XFS volume (project quotas) that holds every sandbox\'s writable workspace.'),
+    .describe(
+      "Size of the sparse XFS volume (project quotas) that holds every sandbox's writable workspace.",
+    ),
   HAKO_BRIDGE: z
     .string()
     .regex(/^[a-zA-Z0-9_-]{1,15}$/, 'a Linux interface name, at most 15 characters')
@@ -78,7 +86,9 @@ export const sandboxHostConfigSchema = z.object({
   CNI_SUBNET: z
     .string()
     .default('10.209.0.0/23')
-    .describe('Sandbox subnet (IPv4 CIDR). IPAM `subnet` is exactly this; the range and gateway must lie inside it.'),
+    .describe(
+      'Sandbox subnet (IPv4 CIDR). IPAM `subnet` is exactly this; the range and gateway must lie inside it.',
+    ),
   CNI_RANGE_START: z
     .string()
     .optional()

@@ -50,7 +50,11 @@ export const ERROR_CODES = {
   RUNTIME_FAILED: { grpc: 'INTERNAL', http: 500, summary: 'The OCI runtime returned an error.' },
   SANDBOX_NOT_FOUND: { grpc: 'NOT_FOUND', http: 404, summary: 'No sandbox with that id.' },
   SANDBOX_ALREADY_EXISTS: { grpc: 'ALREADY_EXISTS', http: 409, summary: 'A sandbox with that id exists.' },
-  SANDBOX_CREATE_FAILED: { grpc: 'INTERNAL', http: 500, summary: 'Creating the sandbox failed; it was rolled back.' },
+  SANDBOX_CREATE_FAILED: {
+    grpc: 'INTERNAL',
+    http: 500,
+    summary: 'Creating the sandbox failed; it was rolled back.',
+  },
   SANDBOX_STATE_INVALID: {
     grpc: 'FAILED_PRECONDITION',
     http: 409,
@@ -85,8 +89,16 @@ export const ERROR_CODES = {
     summary: 'The image store cannot be read or written.',
   },
   IMAGE_STORE_IO: { grpc: 'UNAVAILABLE', http: 500, summary: 'An I/O error in the image store.' },
-  IMAGE_PULL_FAILED: { grpc: 'UNAVAILABLE', http: 502, summary: 'Pulling the image from the registry failed.' },
-  EGRESS_DENIED: { grpc: 'PERMISSION_DENIED', http: 403, summary: 'The destination is not on the allowlist.' },
+  IMAGE_PULL_FAILED: {
+    grpc: 'UNAVAILABLE',
+    http: 502,
+    summary: 'Pulling the image from the registry failed.',
+  },
+  EGRESS_DENIED: {
+    grpc: 'PERMISSION_DENIED',
+    http: 403,
+    summary: 'The destination is not on the allowlist.',
+  },
   WORKSPACE_INVALID: { grpc: 'INVALID_ARGUMENT', http: 400, summary: 'The workspace path is not usable.' },
   INTERNAL: { grpc: 'INTERNAL', http: 500, summary: 'An unexpected internal error.' },
 } as const satisfies Record<string, CodeSpec>;

@@ -1,6 +1,45 @@
+export * from './types.js';
+export * from './names.js';
+export * from './cleanup-stack.js';
+export * from './sandbox.js';
+export * from './sandbox-host.js';
+export * from './oci-spec.js';
+export * from './seccomp-profile.js';
+export * from './etc-files.js';
+export * from './oci-runtime.js';
+export * from './runtime-select.js';
+export {
+  detectCgroupLayout,
+  crunUsable,
+  v1MountFor,
+  sandboxCgroupRel,
+  runtimeCgroupsPath,
+  RUNTIME_CHILD,
+} from './cgroup-layout.js';
+export type { CgroupLayout, CgroupMode, CgroupV1Mount } from './cgroup-layout.js';
+export * from './cgroup-v1.js';
+export * from './cgroup-v2.js';
+export * from './cgroup-factory.js';
+export {
+  parseAllowEntry,
+  parseAllowlist,
+  decide as decideEgress,
+  needsResolution,
+  classifyAddress,
+  canonicalIp,
+} from './egress-policy.js';
+export type { AllowEntry, AllowHost, EgressDecision, AddressClass } from './egress-policy.js';
+export { HttpEgressProxy } from './egress-proxy.js';
+export type { HttpEgressProxyOptions, EgressRegistration } from './egress-proxy.js';
 export { LocalImageStore, classifyStoreError, assertImageName, IMAGE_MOUNT_POINTS } from './image-store.js';
 export type { LocalImageStoreOptions } from './image-store.js';
-export { HOST_IMAGE_NAME, HOST_IMAGE_CONFIG, HOST_MOUNT_POINTS, ensureHostRootfs, hostImageRef } from './host-image.js';
+export {
+  HOST_IMAGE_NAME,
+  HOST_IMAGE_CONFIG,
+  HOST_MOUNT_POINTS,
+  ensureHostRootfs,
+  hostImageRef,
+} from './host-image.js';
 export type { HostLayoutEntry } from './host-image.js';
 export { applyLayer, entryPathComponents } from './layer-unpack.js';
 export type { ApplyLayerOptions, ApplyLayerResult } from './layer-unpack.js';
@@ -41,9 +80,23 @@ export {
 export type { CniConflist, CniPluginConf, ConflistInput, IpamRange, IpamRangeInput } from './cni-config.js';
 export { CniConflistInvoker, findPlugin, invokePlugin } from './cni-plugin.js';
 export type { CniCommand, CniResult, CniRuntimeArgs } from './cni-plugin.js';
-export { NftablesPolicy, renderPolicy, renderRemoval, policyTableName, sandboxPortGroup } from './nftables-policy.js';
+export {
+  NftablesPolicy,
+  renderPolicy,
+  renderRemoval,
+  policyTableName,
+  sandboxPortGroup,
+} from './nftables-policy.js';
 export type { HostPolicyOptions } from './nftables-policy.js';
-export { createNetns, deleteNetns, listNetns, netnsPath, netnsExists, setLoopbackUp, NETNS_DIR } from './netns.js';
+export {
+  createNetns,
+  deleteNetns,
+  listNetns,
+  netnsPath,
+  netnsExists,
+  setLoopbackUp,
+  NETNS_DIR,
+} from './netns.js';
 export {
   parseIpv4,
   tryParseIpv4,

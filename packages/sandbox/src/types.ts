@@ -40,7 +40,10 @@ export interface CgroupManager {
    * of that parent that the runtime creates and removes; the limits on the parent bound it.
    * Call once per sandbox, before the runtime starts; undo with remove().
    */
-  create(name: string, limits: Pick<SandboxLimits, 'memoryBytes' | 'pids' | 'cpus'>): Promise<{ cgroupsPath: string }>;
+  create(
+    name: string,
+    limits: Pick<SandboxLimits, 'memoryBytes' | 'pids' | 'cpus'>,
+  ): Promise<{ cgroupsPath: string }>;
   /** Reads counters from the parent cgroup. Works after the sandbox's processes have exited, until remove(). */
   stats(name: string): Promise<CgroupStats>;
   /** Freezes (true) or thaws (false) every process of the sandbox. */

@@ -1,0 +1,56 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export interface EtcOptions {
+  readonly hostname: string;
+  readonly uid: number;
+  readonly gid: number;
+  /** Home directory of the sandbox user inside the sandbox. */
+  readonly home: string;
+  /** Sandbox address on the bridge, when it has one. */
+  readonly ip?: string | undefined;
+}
+
+/** The sandbox user's name in /etc/passwd. */
+export const SANDBOX_USER = 'sandbox';
+
+/**
+ * Host files that are public, read-only and needed by ordinary programs (CA bundle, Debian's
+ * alternatives symlinks, the dynamic linker cache). Bind-mounted read-only over the curated /etc.
+ * Nothing secret: never shadow, ssh keys, ssl/private, credentials or the host's passwd.
+ */
+export const HOST_ETC_BINDS: readonly string[] = ['alternatives', 'ssl/certs', 'ld.so.cache', 'localtime'];
+
+/** The curated /etc's text files for one sandbox. Pure, so it is unit-tested. */
+export function renderEtcFiles(o: EtcOptions): Record<string, string> {
+  const files: Record<string, string> = {
+    passwd:
+      'root:x:0:0:root:/root:/usr/sbin/nologin\n' +
+      `${SANDBOX_USER}:x:${o.uid}:${o.gid}:hako sandbox:${o.home}:/bin/bash\n` +
+      'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n',
+    group: `root:x:0:\n${SANDBOX_USER}:x:${o.gid}:\nnogroup:x:65534:\n`,
+    hostname: `${o.hostname}\n`,
+    hosts:
+      '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' +
+      `${o.ip ?? '127.0.1.1'}\t${o.hostname}\n`,
+    // No resolver inside: names are resolved by the egress proxy, which enforces the allowlist.
+    'resolv.conf': '# hako: no DNS inside the sandbox; HTTP(S) goes through the egress proxy\n',
+    'nsswitch.conf': 'passwd: files\ngroup: files\nshadow: files\nhosts: files\nnetworks: files\n',
+  };
+  return files;
+}
+
+/** Writes the curated /etc into `dir` (the per-sandbox bundle) and creates the bind mount points. */
+export async function writeEtcDir(dir: string, o: EtcOptions, hostBinds: readonly string[]): Promise<void> {
+  await mkdir(join(dir, 'ssl'), { recursive: true });
+  const files = renderEtcFiles(o);
+  const writes: Promise<void>[] = Object.entries(files).map(([name, text]) =>
+    writeFile(join(dir, name), text, { mode: 0o644 }),
+  );
+  for (const b of hostBinds) {
+    // mount points for the read-only host binds: a directory or an empty file, as the source is
+    if (b === 'ld.so.cache' || b === 'localtime') writes.push(writeFile(join(dir, b), ''));
+    else writes.push(mkdir(join(dir, b), { recursive: true }).then(() => undefined));
+  }
+  await Promise.all(writes);
+}

@@ -1,0 +1,449 @@
+import { mkdir, rm, writeFile, readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import type { ChildProcess, StdioOptions } from 'node:child_process';
+import { AggregateAppError, AppError, toAppError } from '@hako/core';
+import type { Logger, SandboxHostConfig } from '@hako/core';
+import { Sandbox } from './sandbox.js';
+import type { SandboxOptions } from './sandbox.js';
+import { buildOciSpec } from './oci-spec.js';
+import { HOST_ETC_BINDS, writeEtcDir } from './etc-files.js';
+import {
+  CREATED_BY_VALUE,
+  LABEL_CREATED_BY,
+  LABEL_ENV,
+  envPrefix,
+  idFromName,
+  newSandboxId,
+  resourceName,
+} from './names.js';
+import type { Runtime } from './oci-runtime.js';
+import type {
+  CgroupManager,
+  CgroupStats,
+  EgressProxy,
+  ImageStore,
+  NetworkManager,
+  QuotaManager,
+} from './types.js';
+
+export interface SandboxHostDeps {
+  readonly config: SandboxHostConfig;
+  readonly runtime: Runtime;
+  readonly cgroups: CgroupManager;
+  readonly quota: QuotaManager;
+  readonly images: ImageStore;
+  /** Needed only for network mode `egress`. */
+  readonly network?: NetworkManager | undefined;
+  /** Needed only for network mode `egress`. */
+  readonly proxy?: EgressProxy | undefined;
+  readonly logger: Logger;
+}
+
+export type RunOutcome = 'exited' | 'signaled' | 'oom' | 'timeout' | 'cancelled';
+
+export interface RunResult {
+  /** The exit code the CLI should use: the command's, 137 on a limit kill, 124 on timeout. */
+  readonly exitCode: number;
+  readonly outcome: RunOutcome;
+  /** A one-line explanation for stderr when the sandbox was stopped by hako, else undefined. */
+  readonly message: string | undefined;
+  readonly stats: CgroupStats | undefined;
+  readonly durationMs: number;
+}
+
+export interface RunOptions {
+  readonly stdio: StdioOptions;
+  /** Kill the sandbox after this long (exit 124). */
+  readonly timeoutMs?: number | undefined;
+  /** Aborting kills the sandbox (outcome `cancelled`, exit 130). */
+  readonly signal?: AbortSignal | undefined;
+  readonly cwd?: string | undefined;
+  /** Called with the runtime process once it is spawned (for piping stdio). */
+  readonly onSpawn?: ((child: ChildProcess) => void) | undefined;
+}
+
+const HOME = '/home/sandbox';
+const OWNER_FILE = 'owner.json';
+
+function mib(bytes: number): string {
+  return `${Math.round(bytes / 1024 / 1024)} MiB`;
+}
+
+function execFileP(cmd: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, (err, _out, stderr) => {
+      if (err) reject(new Error(`${cmd} failed: ${(stderr || err.message).trim()}`));
+      else resolve();
+    });
+  });
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Creates, runs and destroys sandboxes on this host. Every resource a sandbox gets is pushed on its
+ * cleanup stack right after it is acquired; a failed create runs the stack and leaves nothing.
+ */
+export class SandboxHost {
+  private readonly d: SandboxHostDeps;
+  private readonly runDir: string;
+  private networkReady: Promise<void> | undefined;
+  private proxyReady: Promise<void> | undefined;
+
+  constructor(deps: SandboxHostDeps) {
+    this.d = deps;
+    this.runDir = join(deps.config.HAKO_RUN_DIR, deps.config.HAKO_ENV);
+  }
+
+  /** Prepares host-wide pieces needed by every sandbox (quota volume, state dirs). Call once. */
+  async init(): Promise<void> {
+    await Promise.all([mkdir(this.runDir, { recursive: true, mode: 0o700 }), this.d.quota.init()]);
+  }
+
+  private async ensureEgress(): Promise<{ network: NetworkManager; proxy: EgressProxy }> {
+    const { network, proxy } = this.d;
+    if (!network || !proxy) {
+      throw new AppError(
+        'HOST_PREREQUISITE_MISSING',
+        'network mode egress needs the CNI network and the egress proxy',
+      );
+    }
+    this.networkReady ??= network.init();
+    await this.networkReady;
+    return { network, proxy };
+  }
+
+  /**
+   * Acquires every resource of a sandbox and writes its bundle, without starting it. The returned
+   * sandbox is in state `creating`; run it with runPrepared() or destroy it with destroy().
+   */
+  async prepare(options: SandboxOptions, args: readonly string[], cwd = '/workspace'): Promise<Sandbox> {
+    const cfg = this.d.config;
+    const id = newSandboxId();
+    const sb = new Sandbox(id, resourceName(cfg.HAKO_ENV, id), options);
+    const uid = cfg.HAKO_SANDBOX_UID;
+    try {
+      const image = await this.d.images.get(options.image);
+
+      // bundle directory (curated /etc, config.json, owner marker)
+      sb.bundleDir = join(this.runDir, sb.name);
+      await mkdir(sb.bundleDir, { mode: 0o700 });
+      sb.cleanup.push('bundle', () => rm(sb.bundleDir, { recursive: true, force: true }));
+      await writeFile(join(sb.bundleDir, OWNER_FILE), JSON.stringify({ pid: process.pid }));
+
+      const [workspaceDir, cg] = await Promise.all([
+        this.d.quota.create(sb.name, options.limits.diskBytes, uid, uid).then((dir) => {
+          sb.cleanup.push('quota', () => this.d.quota.remove(sb.name));
+          return dir;
+        }),
+        this.d.cgroups.create(sb.name, options.limits).then((r) => {
+          sb.cleanup.push('cgroup', () => this.d.cgroups.remove(sb.name));
+          return r;
+        }),
+      ]);
+      sb.workspaceDir = workspaceDir;
+      if (options.workspaceDir) await this.copyIn(options.workspaceDir, workspaceDir, uid);
+
+      const env: Record<string, string> = {
+        PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+        HOME,
+        LANG: 'C.UTF-8',
+      };
+      if (options.network === 'egress') {
+        const { network, proxy } = await this.ensureEgress();
+        sb.network = await network.add(sb.name);
+        sb.cleanup.push('network', () => network.del(sb.name));
+        this.proxyReady ??= proxy.listen(network.gateway, cfg.HAKO_PROXY_PORT, cfg.HAKO_PROXY_PORT_COUNT);
+        await this.proxyReady;
+        proxy.register(sb.network.ip, sb.id, options.allow);
+        const ip = sb.network.ip;
+        sb.cleanup.push('proxy registration', () => proxy.unregister(ip));
+        for (const k of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy']) env[k] = proxy.url;
+      }
+      // caller env last, but it cannot unset the basics
+      for (const [k, v] of Object.entries(options.env)) env[k] = v;
+
+      const etcDir = join(sb.bundleDir, 'etc');
+      await writeEtcDir(
+        etcDir,
+        { hostname: sb.id, uid, gid: uid, home: HOME, ip: sb.network?.ip },
+        HOST_ETC_BINDS,
+      );
+      const annotations: Record<string, string> = {
+        [LABEL_CREATED_BY]: CREATED_BY_VALUE,
+        [LABEL_ENV]: cfg.HAKO_ENV,
+        'hako.id': sb.id,
+        'hako.image': image.name,
+      };
+      for (const [k, v] of Object.entries(options.labels)) annotations[`hako.label.${k}`] = v;
+      const spec = buildOciSpec({
+        args: args.length > 0 ? args : [...image.config.entrypoint, ...image.config.cmd],
+        env: [
+          ...image.config.env.filter((e) => !e.startsWith('PATH=')),
+          ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+        ],
+        cwd,
+        uid,
+        gid: uid,
+        hostname: sb.id,
+        rootfs: image.rootfs,
+        etcDir,
+        hostEtcBinds: HOST_ETC_BINDS,
+        imageBinds: image.binds,
+        workspaceDir,
+        home: HOME,
+        tmpBytes: options.limits.tmpBytes,
+        netnsPath: sb.network?.netnsPath,
+        cgroupsPath: cg.cgroupsPath,
+        annotations,
+      });
+      await writeFile(join(sb.bundleDir, 'config.json'), JSON.stringify(spec));
+      sb.cleanup.push('runtime container', () => this.d.runtime.delete(sb.name, true));
+      return sb;
+    } catch (err) {
+      const errors = await sb.cleanup.run();
+      sb.transition('failed');
+      const e = toAppError(err, 'SANDBOX_CREATE_FAILED', 'creating the sandbox failed');
+      if (errors.length > 0) {
+        this.d.logger.error(
+          { id, errors: errors.map((x) => x.message) },
+          'rollback after failed create had errors',
+        );
+        throw new AggregateAppError(e.code, `${e.message}; rollback also failed`, errors);
+      }
+      throw e;
+    }
+  }
+
+  /** Mirrors a host directory into the quota'd workspace, owned by the sandbox user. */
+  private async copyIn(src: string, dst: string, uid: number): Promise<void> {
+    await execFileP('rsync', [
+      '-a',
+      '--no-D',
+      `--chown=${uid}:${uid}`,
+      `${src.replace(/\/+$/, '')}/`,
+      `${dst}/`,
+    ]).catch((err: unknown) => {
+      throw toAppError(err, 'WORKSPACE_INVALID', `copying ${src} into the sandbox workspace`);
+    });
+  }
+
+  /**
+   * Mirrors the workspace back to the host directory: new and changed files, deletions; symlinks
+   * are copied as links (never followed), device and special files are skipped, and setuid/setgid
+   * bits are stripped.
+   */
+  private async copyOut(src: string, dst: string): Promise<void> {
+    await execFileP('rsync', [
+      '-a',
+      '--delete',
+      '--no-D',
+      '--chmod=ugo-s',
+      `${src}/`,
+      `${dst.replace(/\/+$/, '')}/`,
+    ]);
+  }
+
+  /** Runs a prepared sandbox's process to completion, then destroys the sandbox. */
+  async runPrepared(sb: Sandbox, opts: RunOptions): Promise<RunResult> {
+    const started = performance.now();
+    const { runtime } = this.d;
+    sb.transition('running');
+    let outcome: RunOutcome | undefined;
+    let stats: CgroupStats | undefined;
+    let exitCode = 1;
+    let signal: NodeJS.Signals | null = null;
+    try {
+      const child = runtime.run(sb.name, sb.bundleDir, opts.stdio);
+      opts.onSpawn?.(child);
+      const killAll = (why: RunOutcome): void => {
+        outcome ??= why;
+        runtime.kill(sb.name, 'KILL', true).catch((err: unknown) => {
+          this.d.logger.debug({ err, id: sb.id }, 'kill after stop request failed (already gone?)');
+        });
+      };
+      const timer =
+        opts.timeoutMs !== undefined
+          ? setTimeout(() => killAll('timeout'), opts.timeoutMs).unref()
+          : undefined;
+      const onAbort = (): void => killAll('cancelled');
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      [exitCode, signal] = await new Promise<[number, NodeJS.Signals | null]>((resolve, reject) => {
+        child.once('error', (err) =>
+          reject(
+            new AppError('RUNTIME_UNAVAILABLE', `cannot start ${runtime.name}: ${err.message}`, {
+              cause: err,
+            }),
+          ),
+        );
+        child.once('exit', (code, sig) => resolve([code ?? 128, sig]));
+      });
+      if (timer) clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      // the runtime kept the container (run --keep): on cgroup v1 the OOM and pids counters live in
+      // its child cgroup, so read them before the container is deleted
+      stats = await this.d.cgroups.stats(sb.name).catch(() => undefined);
+      await runtime.delete(sb.name, true);
+    } finally {
+      await this.destroy(sb);
+    }
+    const durationMs = performance.now() - started;
+    const limits = sb.options.limits;
+    if (outcome === 'timeout') {
+      return {
+        exitCode: 124,
+        outcome,
+        message: `hako: sandbox timed out after ${fmtMs(opts.timeoutMs ?? 0)}`,
+        stats,
+        durationMs,
+      };
+    }
+    if (outcome === 'cancelled') {
+      return { exitCode: 130, outcome, message: 'hako: sandbox cancelled', stats, durationMs };
+    }
+    if (exitCode === 137 && stats && stats.oomKills > 0) {
+      return {
+        exitCode: 137,
+        outcome: 'oom',
+        message: `hako: sandbox killed: out of memory (limit ${mib(limits.memoryBytes)})`,
+        stats,
+        durationMs,
+      };
+    }
+    if (signal)
+      return {
+        exitCode: 128,
+        outcome: 'signaled',
+        message: `hako: runtime killed by ${signal}`,
+        stats,
+        durationMs,
+      };
+    return {
+      exitCode,
+      outcome: exitCode > 128 ? 'signaled' : 'exited',
+      message: undefined,
+      stats,
+      durationMs,
+    };
+  }
+
+  /** prepare() then runPrepared(): one command in a fresh sandbox, destroyed afterwards. */
+  async runOnce(options: SandboxOptions, args: readonly string[], opts: RunOptions): Promise<RunResult> {
+    const sb = await this.prepare(options, args, opts.cwd);
+    return this.runPrepared(sb, opts);
+  }
+
+  /**
+   * Tears a sandbox down: mirrors the workspace back when it came from a host directory, then runs
+   * the cleanup stack. Every step runs; failures are collected and thrown together.
+   */
+  async destroy(sb: Sandbox): Promise<void> {
+    if (sb.state === 'gone') return;
+    sb.transition('stopping');
+    const errors: AppError[] = [];
+    if (sb.options.workspaceDir && sb.workspaceDir) {
+      // the container is gone (or killed) before copy-out: nothing writes while we copy
+      await this.d.runtime
+        .delete(sb.name, true)
+        .catch((e: unknown) => errors.push(toAppError(e, 'RUNTIME_FAILED')));
+      await this.copyOut(sb.workspaceDir, sb.options.workspaceDir).catch((e: unknown) =>
+        errors.push(toAppError(e, 'WORKSPACE_INVALID', 'copying the workspace back')),
+      );
+    }
+    errors.push(...(await sb.cleanup.run()));
+    if (errors.length > 0) {
+      sb.transition('failed');
+      throw new AggregateAppError('SANDBOX_CLEANUP_FAILED', `destroying sandbox ${sb.id}`, errors);
+    }
+    sb.transition('gone');
+  }
+
+  /**
+   * Removes what this env's sandboxes left behind when their owning process died: runtime containers
+   * (only those carrying hako's created-by annotation and this env's name prefix), cgroups, netns
+   * and leases, quota directories and bundles. A sandbox whose owner is alive is left alone.
+   */
+  async gc(opts: { dryRun: boolean }): Promise<GcReport> {
+    const env = this.d.config.HAKO_ENV;
+    const prefix = envPrefix(env);
+    const live = new Set<string>();
+    const bundles = await readdir(this.runDir).catch(() => [] as string[]);
+    for (const name of bundles) {
+      if (!name.startsWith(prefix)) continue;
+      try {
+        const owner = JSON.parse(await readFile(join(this.runDir, name, OWNER_FILE), 'utf8')) as {
+          pid: number;
+        };
+        if (owner.pid !== process.pid && processAlive(owner.pid)) live.add(name);
+      } catch {
+        // no owner: orphan
+      }
+    }
+    const containers = (await this.d.runtime.list()).filter(
+      (c) =>
+        c.id.startsWith(prefix) &&
+        c.annotations[LABEL_CREATED_BY] === CREATED_BY_VALUE &&
+        idFromName(env, c.id),
+    );
+    const found = new Map<string, Set<string>>();
+    const add = (kind: string, names: string[]): void => {
+      for (const n of names) {
+        if (!idFromName(env, n) || live.has(n)) continue;
+        let s = found.get(n);
+        if (!s) found.set(n, (s = new Set()));
+        s.add(kind);
+      }
+    };
+    add(
+      'container',
+      containers.map((c) => c.id),
+    );
+    add('bundle', bundles);
+    add('cgroup', await this.d.cgroups.list());
+    add('quota', await this.d.quota.list());
+    if (this.d.network) add('netns', await this.d.network.list());
+
+    const report: GcReport = { removed: [], failed: [], kept: [...live] };
+    for (const [name, kinds] of found) {
+      if (opts.dryRun) {
+        report.removed.push({ name, kinds: [...kinds] });
+        continue;
+      }
+      const errs: string[] = [];
+      const step = async (kind: string, f: () => Promise<unknown>): Promise<void> => {
+        try {
+          await f();
+        } catch (e) {
+          errs.push(`${kind}: ${(e as Error).message}`);
+        }
+      };
+      // order: processes first, then network (CNI DEL runs whether or not a task exists), then the rest
+      await step('container', () => this.d.runtime.delete(name, true));
+      if (this.d.network) await step('netns', () => this.d.network!.del(name));
+      await step('cgroup', () => this.d.cgroups.remove(name));
+      await step('quota', () => this.d.quota.remove(name));
+      await step('bundle', () => rm(join(this.runDir, name), { recursive: true, force: true }));
+      if (errs.length > 0) report.failed.push({ name, errors: errs });
+      else report.removed.push({ name, kinds: [...kinds] });
+    }
+    return report;
+  }
+}
+
+export interface GcReport {
+  removed: { name: string; kinds: string[] }[];
+  failed: { name: string; errors: string[] }[];
+  kept: string[];
+}
+
+function fmtMs(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}
