@@ -76,7 +76,7 @@ export const sandboxHostConfigSchema = z.object({
   HAKO_QUOTA_VOLUME_SIZE: bytesString
     .default('20g')
     .describe(
-      "Size of the sparse XFS volume (project quotas) that holds every sandbox's writable workspace.",
+      'Budget for all sandbox workspaces: the size of the sparse XFS project-quota volume, or, on kernels without XFS quota support, the cap on the sum of the per-sandbox workspace images.',
     ),
   HAKO_BRIDGE: z
     .string()

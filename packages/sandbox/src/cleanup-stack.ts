@@ -1,4 +1,5 @@
-import { AppError, toAppError } from '@hako/core';
+import type { AppError } from '@hako/core';
+import { toAppError } from '@hako/core';
 
 interface Step {
   readonly name: string;

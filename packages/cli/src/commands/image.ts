@@ -55,6 +55,7 @@ export async function image(argv: readonly string[], env: EnvRecord): Promise<nu
         process.stdout.write(`removed ${ref}\n`);
         return 0;
       }
+      case undefined:
       default:
         break;
     }

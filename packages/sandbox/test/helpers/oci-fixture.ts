@@ -111,7 +111,7 @@ async function packTar(items: readonly { header: Headers; body?: Buffer }[]): Pr
   const pack = tarStream.pack();
   const chunks: Buffer[] = [];
   const done = (async () => {
-    for await (const c of pack) chunks.push(c);
+    for await (const c of pack) chunks.push(c as Buffer);
   })();
   for (const item of items) {
     await new Promise<void>((resolve, reject) => {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, request as httpRequest } from 'node:http';
-import type { IncomingHttpHeaders, Server } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, Server } from 'node:http';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Socket } from 'node:net';
 import { once } from 'node:events';
@@ -99,7 +99,7 @@ async function viaProxy(
   });
   const done = once(req, 'response');
   req.end(opts.body);
-  const [res] = (await done) as [import('node:http').IncomingMessage];
+  const [res] = (await done) as [IncomingMessage];
   const chunks: Buffer[] = [];
   for await (const c of res) chunks.push(c as Buffer);
   return { status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() };
@@ -171,7 +171,7 @@ interface Fixture {
  * The injected resolver maps `*.test` names through `names`; anything else fails to resolve.
  */
 async function withFixture(
-  fn: (f: Fixture) => Promise<void>,
+  fn: (f: Fixture) => Promise<void> | void,
   names: Record<string, string[] | (() => Promise<string[]>)> = {},
   connectTimeoutMs = 2000,
 ): Promise<void> {
@@ -414,7 +414,7 @@ test('requests that are not proxy requests get 400', async () => {
 });
 
 test('register rejects malformed entries and a source owned by another sandbox', async () => {
-  await withFixture(async ({ proxy }) => {
+  await withFixture(({ proxy }) => {
     assert.throws(
       () => proxy.register('127.0.0.1', SANDBOX, ['example.com']),
       (e: unknown) =>

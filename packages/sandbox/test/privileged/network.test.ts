@@ -372,7 +372,7 @@ test('a sandbox reaches only the proxy ports on the gateway: not other ports, ho
         probe(a, 'tcp', `${v6}%eth0`, v6Port),
         probe(a, 'tcp', atB.ip, bPort),
       ]);
-      return { toOther, toBelow, toWild, toLoop, toUdp, toV6, toB } as Record<string, Probe>;
+      return { toOther, toBelow, toWild, toLoop, toUdp, toV6, toB };
     };
 
     // allowed: both proxy ports on the gateway

@@ -14,6 +14,7 @@ test('runs undo steps in reverse order, runs all of them, and reports failures',
     throw new Error('b broke');
   });
   s.push('c', async () => {
+    await Promise.resolve();
     order.push('c');
   });
   const errors = await s.run();
