@@ -39,12 +39,13 @@ export async function wireSandboxHost(
   const logger = createLogger({ level: config.HAKO_LOG_LEVEL, name: 'hako' });
   const layout = await detectCgroupLayout();
   const choice = await chooseRuntime(overrides.runtime ?? config.HAKO_RUNTIME, layout);
+  const cgroups = createCgroupManager(layout, { env: config.HAKO_ENV, logger });
   const runtime = createRuntime(
     choice,
     join(config.HAKO_RUN_DIR, config.HAKO_ENV, `.${choice.name}`),
     logger,
+    cgroups.version,
   );
-  const cgroups = createCgroupManager(layout, { env: config.HAKO_ENV, logger });
   const quota = await createQuotaManager({
     env: config.HAKO_ENV,
     stateDir: config.HAKO_STATE_DIR,

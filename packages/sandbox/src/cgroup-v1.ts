@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { AppError } from '@hako/core';
 import type { Logger } from '@hako/core';
 import type { CgroupManager, CgroupStats, SandboxLimits } from './types.js';
+import { DEV_ALLOW } from './oci-spec.js';
 import {
   CPU_PERIOD_US,
   DEFAULT_CGROUP_ROOT,
@@ -53,7 +54,7 @@ export interface CgroupV1Options {
 }
 
 /** Controllers a sandbox needs; create() fails with HOST_PREREQUISITE_MISSING when one is not mounted. */
-const REQUIRED_V1_CONTROLLERS = ['memory', 'pids', 'cpu', 'cpuacct', 'freezer'] as const;
+const REQUIRED_V1_CONTROLLERS = ['memory', 'pids', 'cpu', 'cpuacct', 'freezer', 'devices'] as const;
 
 interface Hierarchies {
   /** Every directory a sandbox parent is created in: each v1 mount, plus unified when hybrid. */
@@ -129,7 +130,7 @@ export class CgroupV1Manager implements CgroupManager {
   async create(
     name: string,
     limits: Pick<SandboxLimits, 'memoryBytes' | 'pids' | 'cpus'>,
-  ): Promise<{ cgroupsPath: string }> {
+  ): Promise<{ cgroupsPath: string; procsFiles: readonly string[] }> {
     assertCgroupName(name);
     const values = limitValues(limits);
     const started = Date.now();
@@ -160,7 +161,10 @@ export class CgroupV1Manager implements CgroupManager {
           });
     }
     this.logger.debug({ name, ms: Date.now() - started, hierarchies: h.all.length }, 'cgroup created');
-    return { cgroupsPath: runtimeCgroupsPath(this.env, name) };
+    return {
+      cgroupsPath: runtimeCgroupsPath(this.env, name),
+      procsFiles: h.all.map((mount) => join(mount, sandboxCgroupRel(this.env, name), 'cgroup.procs')),
+    };
   }
 
   /** mkdir hako, hako/{env}, hako/{env}/{name} in one hierarchy; cpuset levels get cpus and mems. */
@@ -213,6 +217,27 @@ export class CgroupV1Manager implements CgroupManager {
     const cpu = await this.controllerDir('cpu', name);
     await writeCgroupFile(join(cpu, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
     await writeCgroupFile(join(cpu, 'cpu.cfs_quota_us'), String(v.cpuQuotaUs));
+    await this.writeDevicePolicy(name);
+  }
+
+  /**
+   * The device allowlist on the parent (v1 devices controller): deny everything, then allow the
+   * sandbox's few character devices and ptys (and mknod, as runc's defaults). A runtime's child cgroup can only narrow it, and a
+   * runtime that joins the parent (crun on v1) gets it without managing cgroups itself.
+   */
+  private async writeDevicePolicy(name: string): Promise<void> {
+    const dir = await this.controllerDir('devices', name);
+    await writeCgroupFile(join(dir, 'devices.deny'), 'a');
+    for (const d of DEV_ALLOW)
+      await writeCgroupFile(join(dir, 'devices.allow'), `${d.type} ${d.major}:${d.minor} rwm`);
+    await writeCgroupFile(join(dir, 'devices.allow'), 'c 136:* rwm');
+    // mknod permission only (runc's defaults, which its child cgroup re-applies): creating a node
+    // needs CAP_MKNOD, which no sandbox process has, and opening one needs r or w above
+    await writeCgroupFile(join(dir, 'devices.allow'), 'c *:* m');
+    await writeCgroupFile(join(dir, 'devices.allow'), 'b *:* m');
+    // runc always appends tun/tap to its child's list; the node does not exist in a sandbox's /dev
+    // and cannot be made without CAP_MKNOD
+    await writeCgroupFile(join(dir, 'devices.allow'), 'c 10:200 rwm');
   }
 
   /**

@@ -84,7 +84,7 @@ export class CgroupV2Manager implements CgroupManager {
   async create(
     name: string,
     limits: Pick<SandboxLimits, 'memoryBytes' | 'pids' | 'cpus'>,
-  ): Promise<{ cgroupsPath: string }> {
+  ): Promise<{ cgroupsPath: string; procsFiles: readonly string[] }> {
     assertCgroupName(name);
     const v = limitValues(limits);
     const started = Date.now();
@@ -143,7 +143,12 @@ export class CgroupV2Manager implements CgroupManager {
       throw err;
     }
     this.logger.debug({ name, ms: Date.now() - started }, 'cgroup created');
-    return { cgroupsPath: runtimeCgroupsPath(this.env, name) };
+    return {
+      cgroupsPath: runtimeCgroupsPath(this.env, name),
+      // v2 runtimes always manage the child: the parent has controllers enabled for it, so no
+      // process may live in the parent itself
+      procsFiles: [],
+    };
   }
 
   /** Enables the wanted controllers (those `dir` has) in `dir`'s cgroup.subtree_control. */

@@ -4,17 +4,20 @@ import { toAppError } from '@hako/core';
 interface Step {
   readonly name: string;
   readonly undo: () => Promise<void> | void;
+  readonly concurrent: boolean;
 }
 
 /**
  * A sandbox's undo steps. Each resource pushes its undo right after it is acquired; run() pops them
  * in reverse order, runs every one even when some fail, and returns the failures (never swallows).
+ * Adjacent steps pushed with `concurrent` (resources that do not depend on each other) run
+ * together; any other step waits for everything above it and blocks everything below it.
  */
 export class CleanupStack {
   private steps: Step[] = [];
 
-  push(name: string, undo: () => Promise<void> | void): void {
-    this.steps.push({ name, undo });
+  push(name: string, undo: () => Promise<void> | void, opts: { concurrent?: boolean } = {}): void {
+    this.steps.push({ name, undo, concurrent: opts.concurrent ?? false });
   }
 
   get size(): number {
@@ -27,15 +30,20 @@ export class CleanupStack {
 
   async run(): Promise<AppError[]> {
     const errors: AppError[] = [];
-    while (this.steps.length > 0) {
-      const step = this.steps.pop();
-      if (!step) break;
+    const attempt = async (step: Step): Promise<void> => {
       try {
         await step.undo();
       } catch (err) {
-        const e = toAppError(err, 'SANDBOX_CLEANUP_FAILED', `cleanup step "${step.name}"`);
-        errors.push(e);
+        errors.push(toAppError(err, 'SANDBOX_CLEANUP_FAILED', `cleanup step "${step.name}"`));
       }
+    };
+    while (this.steps.length > 0) {
+      const batch: Step[] = [];
+      const first = this.steps.pop();
+      if (!first) break;
+      batch.push(first);
+      while (first.concurrent && this.steps.at(-1)?.concurrent) batch.push(this.steps.pop() as Step);
+      await Promise.all(batch.map(attempt));
     }
     return errors;
   }

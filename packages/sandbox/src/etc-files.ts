@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export interface EtcOptions {
@@ -40,10 +40,56 @@ export function renderEtcFiles(o: EtcOptions): Record<string, string> {
   return files;
 }
 
-/** Writes the curated /etc into `dir` (the per-sandbox bundle) and creates the bind mount points. */
-export async function writeEtcDir(dir: string, o: EtcOptions, hostBinds: readonly string[]): Promise<void> {
+/**
+ * Merges an image's passwd or group file with the curated one: the image's entries stay (its own
+ * service users), except root, nobody/nogroup and any entry with the sandbox user's name or id,
+ * which the curated text defines. Pure, so it is unit-tested.
+ */
+export function mergeAccountFile(image: string, curated: string, id: number): string {
+  const curatedNames = new Set(curated.split('\n').map((l) => l.split(':')[0]));
+  const kept = image
+    .split('\n')
+    .filter((l) => l.trim() !== '' && !l.startsWith('#'))
+    .filter((l) => {
+      const [name, , num] = l.split(':');
+      return !curatedNames.has(name) && num !== String(id);
+    });
+  return curated + kept.map((l) => `${l}\n`).join('');
+}
+
+/**
+ * Seeds `dir` with an OCI image's own /etc (symlinks kept as links) so the curated files written
+ * next by writeEtcDir() replace only what hako defines; passwd and group are merged. A missing
+ * /etc in the image is not an error.
+ */
+export async function seedEtcFromImage(dir: string, imageEtc: string): Promise<Record<string, string>> {
+  try {
+    await cp(imageEtc, dir, { recursive: true, verbatimSymlinks: true, errorOnExist: false, force: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw err;
+  }
+  const base: Record<string, string> = {};
+  for (const f of ['passwd', 'group']) {
+    base[f] = await readFile(join(dir, f), 'utf8').catch(() => '');
+  }
+  return base;
+}
+
+/**
+ * Writes the curated /etc into `dir` (the per-sandbox bundle) and creates the bind mount points.
+ * `base` holds an image's passwd/group (from seedEtcFromImage) to merge with the curated ones.
+ */
+export async function writeEtcDir(
+  dir: string,
+  o: EtcOptions,
+  hostBinds: readonly string[],
+  base: Readonly<Record<string, string>> = {},
+): Promise<void> {
   await mkdir(join(dir, 'ssl'), { recursive: true });
   const files = renderEtcFiles(o);
+  if (base.passwd) files.passwd = mergeAccountFile(base.passwd, files.passwd ?? '', o.uid);
+  if (base.group) files.group = mergeAccountFile(base.group, files.group ?? '', o.gid);
   const writes: Promise<void>[] = Object.entries(files).map(([name, text]) =>
     writeFile(join(dir, name), text, { mode: 0o644 }),
   );

@@ -20,16 +20,26 @@ export interface ContainerState {
 export interface Runtime {
   readonly name: RuntimeName;
   /**
-   * Runs the bundle's process in the foreground: create, start, wait. The container is kept after
-   * it exits (so its cgroup counters can be read): call delete() afterwards. The returned child is
-   * the runtime process; its exit code is the container process's (128+n when killed by signal n).
+   * Whether the container outlives run(): true when the runtime keeps it (runc's `run --keep`) so
+   * delete() must follow; false when it is gone once run()'s process has exited.
    */
-  run(id: string, bundle: string, stdio: StdioOptions): ChildProcess;
+  readonly keepsContainerAfterRun: boolean;
+  /**
+   * Runs the bundle's process in the foreground: create, start, wait. When keepsContainerAfterRun,
+   * call delete() afterwards. The returned child is the runtime process; its exit code is the
+   * container process's (128+n when killed by signal n). `cgroupProcs` are the `cgroup.procs` files
+   * of the sandbox's cgroup (one per hierarchy): a runtime that does not manage cgroups itself
+   * (see OciCliRuntime's joinCgroups) moves itself there before it starts; others ignore them.
+   */
+  run(id: string, bundle: string, stdio: StdioOptions, cgroupProcs?: readonly string[]): ChildProcess;
   /** Creates the container (its init process waits for start()). Call start() next. */
   create(id: string, bundle: string): Promise<void>;
   start(id: string): Promise<void>;
-  /** Runs another process inside a created or running container; `processJson` is an OCI process file. */
-  exec(id: string, processJson: string, stdio: StdioOptions): ChildProcess;
+  /**
+   * Runs another process inside a created or running container; `processJson` is an OCI process
+   * file. `cgroupProcs` as for run().
+   */
+  exec(id: string, processJson: string, stdio: StdioOptions, cgroupProcs?: readonly string[]): ChildProcess;
   /** Sends a signal to the init process, or with `all` to every process of the container. */
   kill(id: string, signal: string, all?: boolean): Promise<void>;
   /** Deletes the container. With `force`, kills it first. A container that does not exist is not an error. */
@@ -57,27 +67,81 @@ function run(binary: string, args: string[]): Promise<string> {
 
 const NOT_EXIST = /does not exist|not found|no such file/i;
 
+/**
+ * Moves the shell into every cgroup named before `--` (writing its pid to each cgroup.procs file),
+ * then execs the command after it, so the runtime and everything it forks start inside them.
+ * Arguments are positional parameters: nothing is interpolated into the script.
+ */
+const JOIN_CGROUPS_SCRIPT =
+  'for f in "$@"; do shift; [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; done; exec "$@"';
+
 export class OciCliRuntime implements Runtime {
   readonly name: RuntimeName;
+  readonly keepsContainerAfterRun: boolean;
   private readonly binary: string;
   private readonly root: string;
   private readonly logger: Logger;
+  private readonly joinCgroups: boolean;
 
-  constructor(opts: { name: RuntimeName; binary?: string; root: string; logger: Logger }) {
+  /**
+   * `joinCgroups`: the runtime does not manage cgroups (crun's `--cgroup-manager=disabled`); run()
+   * and exec() start it inside the sandbox's cgroups instead, so the container's processes live
+   * directly in the cgroup that holds the limits. hako uses this for crun on cgroup v1, where the
+   * OOM-kill counter is not hierarchical and crun (which has no `run --keep`) would remove the
+   * runtime's child cgroup, and the counter with it, as soon as the process exits.
+   */
+  constructor(opts: {
+    name: RuntimeName;
+    binary?: string;
+    root: string;
+    logger: Logger;
+    joinCgroups?: boolean;
+  }) {
     this.name = opts.name;
     this.binary = opts.binary ?? opts.name;
     this.root = opts.root;
     this.logger = opts.logger;
+    this.joinCgroups = opts.joinCgroups ?? false;
+    if (this.joinCgroups && this.name !== 'crun') {
+      throw new AppError('INVALID_ARGUMENT', `runtime ${this.name} cannot run with cgroup management off`);
+    }
+    // crun has no `run --keep`: its containers are deleted when run() returns
+    this.keepsContainerAfterRun = this.name !== 'crun';
   }
 
   private global(): string[] {
     // runsc needs to be told the netns comes from the spec and not to use its own network stack
-    return this.name === 'runsc' ? ['--root', this.root, '--network', 'sandbox'] : ['--root', this.root];
+    if (this.name === 'runsc') return ['--root', this.root, '--network', 'sandbox'];
+    if (this.joinCgroups) return ['--root', this.root, '--cgroup-manager=disabled'];
+    return ['--root', this.root];
   }
 
-  run(id: string, bundle: string, stdio: StdioOptions): ChildProcess {
+  /** Spawns the runtime, inside the sandbox's cgroups first when they are joined (see constructor). */
+  private spawnRuntime(
+    args: string[],
+    stdio: StdioOptions,
+    cgroupProcs: readonly string[] | undefined,
+  ): ChildProcess {
+    if (!this.joinCgroups) return spawn(this.binary, args, { stdio });
+    if (!cgroupProcs || cgroupProcs.length === 0) {
+      throw new AppError(
+        'INVALID_ARGUMENT',
+        `${this.name} runs without cgroup management: the sandbox's cgroup.procs files are required`,
+      );
+    }
+    return spawn(
+      '/bin/sh',
+      ['-c', JOIN_CGROUPS_SCRIPT, 'hako-join', ...cgroupProcs, '--', this.binary, ...args],
+      {
+        stdio,
+      },
+    );
+  }
+
+  run(id: string, bundle: string, stdio: StdioOptions, cgroupProcs?: readonly string[]): ChildProcess {
     this.logger.debug({ id, bundle, runtime: this.name }, 'runtime run');
-    return spawn(this.binary, [...this.global(), 'run', '--keep', '--bundle', bundle, id], { stdio });
+    const keep = this.keepsContainerAfterRun ? ['--keep'] : [];
+    return this.spawnRuntime([...this.global(), 'run', ...keep, '--bundle', bundle, id], stdio, cgroupProcs);
   }
 
   async create(id: string, bundle: string): Promise<void> {
@@ -88,12 +152,24 @@ export class OciCliRuntime implements Runtime {
     await run(this.binary, [...this.global(), 'start', id]);
   }
 
-  exec(id: string, processJson: string, stdio: StdioOptions): ChildProcess {
-    return spawn(this.binary, [...this.global(), 'exec', '--process', processJson, id], { stdio });
+  exec(id: string, processJson: string, stdio: StdioOptions, cgroupProcs?: readonly string[]): ChildProcess {
+    return this.spawnRuntime([...this.global(), 'exec', '--process', processJson, id], stdio, cgroupProcs);
   }
 
   async kill(id: string, signal: string, all = false): Promise<void> {
-    await run(this.binary, [...this.global(), 'kill', ...(all ? ['--all'] : []), id, signal]);
+    let everyProcess = all;
+    if (all && this.joinCgroups) {
+      // without cgroup management crun's --all finds no processes (and says nothing). Every sandbox
+      // has its own pid namespace: SIGKILL to its init kills every process in it.
+      if (signal !== 'KILL' && signal !== 'SIGKILL' && signal !== '9') {
+        throw new AppError(
+          'INVALID_ARGUMENT',
+          `${this.name} without cgroup management can signal every process only with KILL, not ${signal}`,
+        );
+      }
+      everyProcess = false;
+    }
+    await run(this.binary, [...this.global(), 'kill', ...(everyProcess ? ['--all'] : []), id, signal]);
   }
 
   async delete(id: string, force = false): Promise<void> {

@@ -62,7 +62,8 @@ export const READONLY_PATHS = [
   '/proc/sysrq-trigger',
 ] as const;
 
-const DEV_ALLOW: readonly { type: 'c'; major: number; minor: number }[] = [
+/** Character devices a sandbox may use (besides pts, 136:*); the rest are denied. */
+export const DEV_ALLOW: readonly { type: 'c'; major: number; minor: number }[] = [
   { type: 'c', major: 1, minor: 3 }, // null
   { type: 'c', major: 1, minor: 5 }, // zero
   { type: 'c', major: 1, minor: 7 }, // full

@@ -72,6 +72,16 @@ export async function chooseRuntime(
   );
 }
 
-export function createRuntime(choice: RuntimeChoice, root: string, logger: Logger): Runtime {
-  return new OciCliRuntime({ name: choice.name, binary: choice.binary, root, logger });
+/**
+ * Builds the runtime driver. On cgroup v1, crun runs with its cgroup management off and joins the
+ * sandbox's cgroups (see OciCliRuntime), so the sandbox's counters survive the process.
+ */
+export function createRuntime(
+  choice: RuntimeChoice,
+  root: string,
+  logger: Logger,
+  cgroupVersion: 1 | 2,
+): Runtime {
+  const joinCgroups = choice.name === 'crun' && cgroupVersion === 1;
+  return new OciCliRuntime({ name: choice.name, binary: choice.binary, root, logger, joinCgroups });
 }

@@ -7,7 +7,8 @@ import type { Logger, SandboxHostConfig } from '@hako/core';
 import { Sandbox } from './sandbox.js';
 import type { SandboxOptions } from './sandbox.js';
 import { buildOciSpec } from './oci-spec.js';
-import { HOST_ETC_BINDS, writeEtcDir } from './etc-files.js';
+import { HOST_IMAGE_NAME } from './host-image.js';
+import { HOST_ETC_BINDS, seedEtcFromImage, writeEtcDir } from './etc-files.js';
 import {
   CREATED_BY_VALUE,
   LABEL_CREATED_BY,
@@ -92,6 +93,9 @@ function processAlive(pid: number): boolean {
  * Creates, runs and destroys sandboxes on this host. Every resource a sandbox gets is pushed on its
  * cleanup stack right after it is acquired; a failed create runs the stack and leaves nothing.
  */
+/** Cleanup steps of resources that do not depend on each other once the container is gone. */
+const CONCURRENT = { concurrent: true } as const;
+
 export class SandboxHost {
   private readonly d: SandboxHostDeps;
   private readonly runDir: string;
@@ -136,20 +140,21 @@ export class SandboxHost {
       // bundle directory (curated /etc, config.json, owner marker)
       sb.bundleDir = join(this.runDir, sb.name);
       await mkdir(sb.bundleDir, { mode: 0o700 });
-      sb.cleanup.push('bundle', () => rm(sb.bundleDir, { recursive: true, force: true }));
+      sb.cleanup.push('bundle', () => rm(sb.bundleDir, { recursive: true, force: true }), CONCURRENT);
       await writeFile(join(sb.bundleDir, OWNER_FILE), JSON.stringify({ pid: process.pid }));
 
       const [workspaceDir, cg] = await Promise.all([
         this.d.quota.create(sb.name, options.limits.diskBytes, uid, uid).then((dir) => {
-          sb.cleanup.push('quota', () => this.d.quota.remove(sb.name));
+          sb.cleanup.push('quota', () => this.d.quota.remove(sb.name), CONCURRENT);
           return dir;
         }),
         this.d.cgroups.create(sb.name, options.limits).then((r) => {
-          sb.cleanup.push('cgroup', () => this.d.cgroups.remove(sb.name));
+          sb.cleanup.push('cgroup', () => this.d.cgroups.remove(sb.name), CONCURRENT);
           return r;
         }),
       ]);
       sb.workspaceDir = workspaceDir;
+      sb.cgroupProcs = cg.procsFiles;
       if (options.workspaceDir) await this.copyIn(options.workspaceDir, workspaceDir, uid);
 
       const env: Record<string, string> = {
@@ -160,22 +165,28 @@ export class SandboxHost {
       if (options.network === 'egress') {
         const { network, proxy } = await this.ensureEgress();
         sb.network = await network.add(sb.name);
-        sb.cleanup.push('network', () => network.del(sb.name));
+        sb.cleanup.push('network', () => network.del(sb.name), CONCURRENT);
         this.proxyReady ??= proxy.listen(network.gateway, cfg.HAKO_PROXY_PORT, cfg.HAKO_PROXY_PORT_COUNT);
         await this.proxyReady;
         proxy.register(sb.network.ip, sb.id, options.allow);
         const ip = sb.network.ip;
-        sb.cleanup.push('proxy registration', () => proxy.unregister(ip));
+        sb.cleanup.push('proxy registration', () => proxy.unregister(ip), CONCURRENT);
         for (const k of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy']) env[k] = proxy.url;
       }
       // caller env last, but it cannot unset the basics
       for (const [k, v] of Object.entries(options.env)) env[k] = v;
 
+      // the host image gets a curated /etc with a few public host files bound in; an OCI image
+      // keeps its own /etc, with hako's files (accounts, hosts, resolver) written over it
       const etcDir = join(sb.bundleDir, 'etc');
+      const isHostImage = image.digest === HOST_IMAGE_NAME;
+      const hostEtcBinds = isHostImage ? HOST_ETC_BINDS : [];
+      const base = isHostImage ? {} : await seedEtcFromImage(etcDir, join(image.rootfs, 'etc'));
       await writeEtcDir(
         etcDir,
         { hostname: sb.id, uid, gid: uid, home: HOME, ip: sb.network?.ip },
-        HOST_ETC_BINDS,
+        hostEtcBinds,
+        base,
       );
       const annotations: Record<string, string> = {
         [LABEL_CREATED_BY]: CREATED_BY_VALUE,
@@ -196,7 +207,7 @@ export class SandboxHost {
         hostname: sb.id,
         rootfs: image.rootfs,
         etcDir,
-        hostEtcBinds: HOST_ETC_BINDS,
+        hostEtcBinds,
         imageBinds: image.binds,
         workspaceDir,
         home: HOME,
@@ -206,7 +217,7 @@ export class SandboxHost {
         annotations,
       });
       await writeFile(join(sb.bundleDir, 'config.json'), JSON.stringify(spec));
-      sb.cleanup.push('runtime container', () => this.d.runtime.delete(sb.name, true));
+      sb.cleanup.push('runtime container', () => this.deleteContainer(sb));
       return sb;
     } catch (err) {
       const errors = await sb.cleanup.run();
@@ -262,7 +273,7 @@ export class SandboxHost {
     let exitCode = 1;
     let signal: NodeJS.Signals | null = null;
     try {
-      const child = runtime.run(sb.name, sb.bundleDir, opts.stdio);
+      const child = runtime.run(sb.name, sb.bundleDir, opts.stdio, sb.cgroupProcs);
       opts.onSpawn?.(child);
       const killAll = (why: RunOutcome): void => {
         outcome ??= why;
@@ -291,7 +302,8 @@ export class SandboxHost {
       // the runtime kept the container (run --keep): on cgroup v1 the OOM and pids counters live in
       // its child cgroup, so read them before the container is deleted
       stats = await this.d.cgroups.stats(sb.name).catch(() => undefined);
-      await runtime.delete(sb.name, true);
+      if (runtime.keepsContainerAfterRun) await this.deleteContainer(sb);
+      else sb.containerDeleted = true;
     } finally {
       await this.destroy(sb);
     }
@@ -335,6 +347,13 @@ export class SandboxHost {
     };
   }
 
+  /** Deletes the runtime's container once (force: kills what still runs). */
+  private async deleteContainer(sb: Sandbox): Promise<void> {
+    if (sb.containerDeleted) return;
+    await this.d.runtime.delete(sb.name, true);
+    sb.containerDeleted = true;
+  }
+
   /** prepare() then runPrepared(): one command in a fresh sandbox, destroyed afterwards. */
   async runOnce(options: SandboxOptions, args: readonly string[], opts: RunOptions): Promise<RunResult> {
     const sb = await this.prepare(options, args, opts.cwd);
@@ -351,9 +370,7 @@ export class SandboxHost {
     const errors: AppError[] = [];
     if (sb.options.workspaceDir && sb.workspaceDir) {
       // the container is gone (or killed) before copy-out: nothing writes while we copy
-      await this.d.runtime
-        .delete(sb.name, true)
-        .catch((e: unknown) => errors.push(toAppError(e, 'RUNTIME_FAILED')));
+      await this.deleteContainer(sb).catch((e: unknown) => errors.push(toAppError(e, 'RUNTIME_FAILED')));
       await this.copyOut(sb.workspaceDir, sb.options.workspaceDir).catch((e: unknown) =>
         errors.push(toAppError(e, 'WORKSPACE_INVALID', 'copying the workspace back')),
       );

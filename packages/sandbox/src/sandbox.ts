@@ -46,6 +46,10 @@ export class Sandbox {
   /** The workspace directory on the quota volume. */
   workspaceDir = '';
   bundleDir = '';
+  /** The sandbox cgroup's `cgroup.procs` files, for a runtime that joins instead of managing it. */
+  cgroupProcs: readonly string[] = [];
+  /** Set once the runtime's container is deleted, so cleanup does not ask the runtime again. */
+  containerDeleted = false;
 
   constructor(id: string, name: string, options: SandboxOptions) {
     this.id = id;

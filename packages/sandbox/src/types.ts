@@ -37,13 +37,15 @@ export interface CgroupManager {
   /**
    * Creates the sandbox's parent cgroup `hako/{env}/{name}` (in every mounted v1 hierarchy, or once
    * on v2) and writes the limits to it. Returns the `linux.cgroupsPath` for the OCI spec: a child
-   * of that parent that the runtime creates and removes; the limits on the parent bound it.
+   * of that parent that the runtime creates and removes; the limits on the parent bound it. And
+   * `procsFiles`: the parent's `cgroup.procs` file in each hierarchy, for a runtime that joins the
+   * cgroup instead of managing it (crun on v1, see OciCliRuntime); empty on v2.
    * Call once per sandbox, before the runtime starts; undo with remove().
    */
   create(
     name: string,
     limits: Pick<SandboxLimits, 'memoryBytes' | 'pids' | 'cpus'>,
-  ): Promise<{ cgroupsPath: string }>;
+  ): Promise<{ cgroupsPath: string; procsFiles: readonly string[] }>;
   /** Reads counters from the parent cgroup. Works after the sandbox's processes have exited, until remove(). */
   stats(name: string): Promise<CgroupStats>;
   /** Freezes (true) or thaws (false) every process of the sandbox. */

@@ -187,6 +187,32 @@ test('an imported OCI image runs as the root filesystem (busybox layer)', async 
   }
 });
 
+test('every runtime usable on this host keeps the contract: exit code, OOM line, timeout, cleanup', async () => {
+  const doctor = await host.cli(['doctor']);
+  const usable = ['crun', 'runc'].filter((rt) =>
+    new RegExp(`^OK\\s+runtime ${rt}\\b`, 'm').test(doctor.stdout),
+  );
+  assert.ok(usable.includes('runc'), `runc must be usable on every supported host:\n${doctor.stdout}`);
+  for (const rt of usable) {
+    const code = await run(['--runtime', rt, '--', 'sh', '-c', 'exit 5']);
+    assert.equal(code.code, 5, `${rt}: ${code.stderr}`);
+    const oom = await run([
+      '--runtime',
+      rt,
+      '--memory',
+      '48m',
+      '--',
+      'python3',
+      '-c',
+      'x = bytearray(200 * 2**20)',
+    ]);
+    assert.equal(oom.code, 137, `${rt}: ${oom.stderr}`);
+    assert.match(oom.stderr, /^hako: sandbox killed: out of memory \(limit 48 MiB\)$/m, rt);
+    const slow = await run(['--runtime', rt, '--timeout', '1s', '--', 'sh', '-c', 'sleep 30 & sleep 30']);
+    assert.equal(slow.code, 124, `${rt}: ${slow.stderr}`);
+  }
+});
+
 test('hako gc --dry-run and hako gc exit 0', async () => {
   const dry = await host.cli(['gc', '--dry-run']);
   assert.equal(dry.code, 0, dry.stderr);

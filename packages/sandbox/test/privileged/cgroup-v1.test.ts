@@ -113,11 +113,26 @@ test('cgroup v1 manager on the real hierarchies', { timeout: 120_000 }, async (t
   try {
     // ---- create
     const t0 = performance.now();
-    const { cgroupsPath } = await mgr.create(name, { memoryBytes: 64 * MiB, pids: 16, cpus: 0.5 });
+    const { cgroupsPath, procsFiles } = await mgr.create(name, {
+      memoryBytes: 64 * MiB,
+      pids: 16,
+      cpus: 0.5,
+    });
     const createMs = performance.now() - t0;
     t.diagnostic(`create() took ${createMs.toFixed(1)} ms for ${hierarchies.length} hierarchies`);
     assert.equal(cgroupsPath, `/hako/${env}/${name}/ctr`);
     for (const h of hierarchies) assert.ok(await exists(parentIn(h)), `parent cgroup missing in ${h}`);
+    assert.deepEqual(
+      [...procsFiles].sort(),
+      hierarchies.map((h) => join(parentIn(h), 'cgroup.procs')).sort(),
+      'procsFiles: the parent in every hierarchy',
+    );
+    const devices = hierarchies.find((h) => h.endsWith('/devices'));
+    assert.ok(devices, 'the devices hierarchy is mounted');
+    const devList = (await read(join(parentIn(devices), 'devices.list'))).split('\n');
+    assert.ok(!devList.includes('a *:* rwm'), 'the parent must not allow every device');
+    assert.ok(devList.includes('c 1:3 rwm') && devList.includes('c 136:* rwm'), devList.join(','));
+    assert.ok(!devList.some((l) => l.startsWith('b ') && l.endsWith('rwm')), 'no block device may be opened');
     assert.equal(await read(join(mem, 'memory.limit_in_bytes')), String(64 * MiB));
     if (await exists(join(mem, 'memory.memsw.limit_in_bytes'))) {
       assert.equal(await read(join(mem, 'memory.memsw.limit_in_bytes')), String(64 * MiB));

@@ -120,7 +120,8 @@ test('create writes exactly the controller enables and the limits', async () => 
   try {
     const before = await snapshot(f.root);
     const r = await f.mgr.create(f.name, LIMITS);
-    assert.deepEqual(r, { cgroupsPath: `/hako/${f.env}/${f.name}/ctr` });
+    // v2 runtimes manage the child themselves: nothing to join
+    assert.deepEqual(r, { cgroupsPath: `/hako/${f.env}/${f.name}/ctr`, procsFiles: [] });
     const p = `hako/${f.env}/${f.name}`;
     assert.deepEqual(changed(before, await snapshot(f.root)), {
       'cgroup.subtree_control': '+memory +pids +cpu',

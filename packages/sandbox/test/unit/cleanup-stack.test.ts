@@ -53,3 +53,42 @@ test('names mark the env and round-trip; foreign names are not ours', () => {
   assert.equal(idFromName('ci', `hako-ci-${id}-x`), undefined);
   assert.equal(idFromName('ci', `other-ci-${id}`), undefined);
 });
+
+test('concurrent steps run together, and a plain step waits for everything above it', async () => {
+  const s = new CleanupStack();
+  const events: string[] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  s.push('first', () => {
+    events.push('first');
+  });
+  s.push(
+    'b',
+    () => {
+      events.push('b');
+      release();
+      throw new Error('b broke');
+    },
+    { concurrent: true },
+  );
+  // a is popped before b: run one at a time, a would wait for b's release until the timer fires
+  s.push(
+    'a',
+    async () => {
+      events.push('a start');
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<string>((r) => (timer = setTimeout(() => r('a timed out'), 2000)));
+      events.push(await Promise.race([gate.then(() => 'a end'), timedOut]));
+      clearTimeout(timer);
+    },
+    { concurrent: true },
+  );
+  s.push('top', () => {
+    events.push('top');
+  });
+  const errors = await s.run();
+  assert.deepEqual(events, ['top', 'a start', 'b', 'a end', 'first']);
+  assert.equal(errors.length, 1);
+  assert.match(errors[0]?.message ?? '', /b broke/);
+  assert.equal(s.size, 0);
+});
