@@ -72,6 +72,8 @@ export class CgroupV1Manager implements CgroupManager {
   private readonly freezeTimeoutMs: number;
   private layout: CgroupLayout | undefined;
   private hierarchies: Hierarchies | undefined;
+  /** Hierarchies where hako/{env} is known to exist (made by this manager). */
+  private readonly envLevelsMade = new Set<string>();
 
   constructor(opts: CgroupV1Options) {
     assertCgroupEnv(opts.env);
@@ -167,39 +169,71 @@ export class CgroupV1Manager implements CgroupManager {
     };
   }
 
-  /** mkdir hako, hako/{env}, hako/{env}/{name} in one hierarchy; cpuset levels get cpus and mems. */
+  /**
+   * mkdir hako, hako/{env}, hako/{env}/{name} in one hierarchy; cpuset levels get cpus and mems.
+   * The shared levels are made once per manager (remembered per hierarchy); if they have vanished
+   * since, the sandbox's mkdir fails with ENOENT and the whole path is made again.
+   */
   private async makeParent(mount: string, name: string, h: Hierarchies): Promise<void> {
-    const levels = [NAME_PREFIX, this.env, name];
+    const envDir = join(mount, NAME_PREFIX, this.env);
+    if (this.envLevelsMade.has(mount)) {
+      try {
+        await this.makeLevel(envDir, join(envDir, name), mount === h.cpuset);
+        return;
+      } catch (err) {
+        if (!(err instanceof AppError && err.cause && errno(err.cause) === 'ENOENT')) throw err;
+        this.envLevelsMade.delete(mount);
+      }
+    }
     let dir = mount;
-    for (const level of levels) {
+    for (const level of [NAME_PREFIX, this.env, name]) {
       const parent = dir;
       dir = join(dir, level);
-      try {
-        await mkdir(dir);
-      } catch (err) {
-        if (errno(err) !== 'EEXIST') {
-          throw new AppError('CGROUP_FAILED', `mkdir ${dir} failed: ${(err as Error).message}`, {
-            cause: err,
-          });
-        }
-      }
-      if (mount === h.cpuset) await copyCpuset(parent, dir);
+      await this.makeLevel(parent, dir, mount === h.cpuset);
     }
+    this.envLevelsMade.add(mount);
+  }
+
+  /** mkdir (an existing directory is fine), copying cpus and mems from the parent on cpuset. */
+  private async makeLevel(parent: string, dir: string, cpuset: boolean): Promise<void> {
+    try {
+      await mkdir(dir);
+    } catch (err) {
+      if (errno(err) !== 'EEXIST') {
+        throw new AppError('CGROUP_FAILED', `mkdir ${dir} failed: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+    }
+    if (cpuset) await copyCpuset(parent, dir);
   }
 
   private async writeLimits(
     name: string,
     v: { memoryBytes: number; pids: number; cpuQuotaUs: number },
   ): Promise<void> {
+    // each controller's files are independent of the others': write them concurrently
+    await Promise.all([
+      this.writeMemoryLimit(name, v.memoryBytes),
+      this.controllerDir('pids', name).then((dir) => writeCgroupFile(join(dir, 'pids.max'), String(v.pids))),
+      this.controllerDir('cpu', name).then(async (cpu) => {
+        await writeCgroupFile(join(cpu, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
+        await writeCgroupFile(join(cpu, 'cpu.cfs_quota_us'), String(v.cpuQuotaUs));
+      }),
+      this.writeDevicePolicy(name),
+    ]);
+  }
+
+  private async writeMemoryLimit(name: string, memoryBytes: number): Promise<void> {
     const mem = await this.controllerDir('memory', name);
     const limitFile = join(mem, 'memory.limit_in_bytes');
     const memswFile = join(mem, 'memory.memsw.limit_in_bytes');
-    const value = String(v.memoryBytes);
+    const value = String(memoryBytes);
     const hasMemsw = await fileExists(memswFile);
     if (hasMemsw) {
       // The kernel keeps memsw >= memory: lower memory first, raise memsw first.
       const currentMemsw = parseCgroupNumber(await readRequired(memswFile), memswFile);
-      if (v.memoryBytes > currentMemsw) {
+      if (memoryBytes > currentMemsw) {
         await writeCgroupFile(memswFile, value);
         await writeCgroupFile(limitFile, value);
       } else {
@@ -213,11 +247,6 @@ export class CgroupV1Manager implements CgroupManager {
         'no memory.memsw.limit_in_bytes (kernel without swap accounting): only RAM is limited; swap is not',
       );
     }
-    await writeCgroupFile(join(await this.controllerDir('pids', name), 'pids.max'), String(v.pids));
-    const cpu = await this.controllerDir('cpu', name);
-    await writeCgroupFile(join(cpu, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
-    await writeCgroupFile(join(cpu, 'cpu.cfs_quota_us'), String(v.cpuQuotaUs));
-    await this.writeDevicePolicy(name);
   }
 
   /**
