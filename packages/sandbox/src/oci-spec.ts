@@ -148,6 +148,17 @@ export function buildOciSpec(s: SpecInput): OciSpec {
       source: 'cgroup',
       options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'],
     },
+    // On cgroup v1 the runtime puts the controller mounts on a tmpfs at /sys/fs/cgroup and leaves
+    // that tmpfs writable whatever the options above say (crun: mode 1777, 1 MiB), which would give
+    // the sandbox a writable directory outside its writable paths. Remount it read-only. (Listing
+    // it in readonlyPaths instead is wrong: crun's read-only bind copies the controller mounts
+    // before it makes them read-only, and the copies stay writable.)
+    {
+      destination: '/sys/fs/cgroup',
+      type: 'tmpfs',
+      source: 'tmpfs',
+      options: ['remount', 'ro', 'nosuid', 'noexec', 'nodev'],
+    },
     {
       destination: '/tmp',
       type: 'tmpfs',

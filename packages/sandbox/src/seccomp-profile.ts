@@ -90,6 +90,8 @@ const CLONE_NEW_FLAGS: readonly number[] = [
 const TIOCSTI = 0x5412; // push bytes into a terminal's input queue: keystroke injection into the launcher's tty
 const TIOCLINUX = 0x541c;
 const AF_VSOCK = 40; // the VM host's control channels
+/** Mask for arguments the kernel reads as 32-bit ints (see the ioctl rules below). */
+const LOW_32_BITS = 0xffffffff;
 
 export interface SeccompRule {
   names: string[];
@@ -120,6 +122,10 @@ export function buildSeccompProfile(): SeccompProfile {
       args: [{ index: 0, value: flag, valueTwo: flag, op: 'SCMP_CMP_MASKED_EQ' }],
     });
   }
+  // ioctl's request and socket's family are 32-bit in the kernel, but seccomp sees the 64-bit
+  // register: `ioctl(fd, (1 << 32) | TIOCSTI)` does not equal TIOCSTI yet the kernel runs TIOCSTI
+  // (CVE-2019-10063). Each value is therefore matched on its low 32 bits only (MASKED_EQ: arg &
+  // value == valueTwo); the exact-value rule stays alongside as the plain statement of intent.
   for (const req of [TIOCSTI, TIOCLINUX]) {
     syscalls.push({
       names: ['ioctl'],
@@ -127,12 +133,24 @@ export function buildSeccompProfile(): SeccompProfile {
       errnoRet: EPERM,
       args: [{ index: 1, value: req, op: 'SCMP_CMP_EQ' }],
     });
+    syscalls.push({
+      names: ['ioctl'],
+      action: 'SCMP_ACT_ERRNO',
+      errnoRet: EPERM,
+      args: [{ index: 1, value: LOW_32_BITS, valueTwo: req, op: 'SCMP_CMP_MASKED_EQ' }],
+    });
   }
   syscalls.push({
     names: ['socket', 'socketpair'],
     action: 'SCMP_ACT_ERRNO',
     errnoRet: EAFNOSUPPORT,
     args: [{ index: 0, value: AF_VSOCK, op: 'SCMP_CMP_EQ' }],
+  });
+  syscalls.push({
+    names: ['socket', 'socketpair'],
+    action: 'SCMP_ACT_ERRNO',
+    errnoRet: EAFNOSUPPORT,
+    args: [{ index: 0, value: LOW_32_BITS, valueTwo: AF_VSOCK, op: 'SCMP_CMP_MASKED_EQ' }],
   });
   return {
     defaultAction: 'SCMP_ACT_ALLOW',
