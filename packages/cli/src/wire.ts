@@ -77,6 +77,7 @@ export async function wireSandboxHost(
     proxy,
     close: async () => {
       await proxy.close();
+      await quota.close();
     },
   };
 }

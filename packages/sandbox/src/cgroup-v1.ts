@@ -4,10 +4,10 @@
  * too); the OCI runtime creates and removes the `ctr` child below it. Limits live on the parent.
  */
 import { mkdir, rmdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { AppError } from '@hako/core';
 import type { Logger } from '@hako/core';
-import type { CgroupManager, CgroupStats, SandboxLimits } from './types.js';
+import type { CgroupCreated, CgroupManager, CgroupStats, SandboxLimits } from './types.js';
 import { DEV_ALLOW } from './oci-spec.js';
 import {
   CPU_PERIOD_US,
@@ -132,7 +132,7 @@ export class CgroupV1Manager implements CgroupManager {
   async create(
     name: string,
     limits: Pick<SandboxLimits, 'memoryBytes' | 'pids' | 'cpus'>,
-  ): Promise<{ cgroupsPath: string; procsFiles: readonly string[] }> {
+  ): Promise<CgroupCreated> {
     assertCgroupName(name);
     const values = limitValues(limits);
     const started = Date.now();
@@ -145,8 +145,11 @@ export class CgroupV1Manager implements CgroupManager {
           `mkdir -p ${this.root}/<c> && mount -t cgroup -o <c> cgroup ${this.root}/<c>`,
       );
     }
+    // only the hierarchies of the controllers hako uses: each one a process joins costs a cgroup
+    // migration (about a millisecond on a fresh cgroup); runc makes the rest itself for its child
+    const mounts = [...new Set(REQUIRED_V1_CONTROLLERS.map((c) => h.byController.get(c) ?? ''))];
     try {
-      const results = await Promise.allSettled(h.all.map((mount) => this.makeParent(mount, name, h)));
+      const results = await Promise.allSettled(mounts.map((mount) => this.makeParent(mount, name, h)));
       const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed[0]) throw failed[0].reason;
       await this.writeLimits(name, values);
@@ -162,10 +165,11 @@ export class CgroupV1Manager implements CgroupManager {
             cause: err,
           });
     }
-    this.logger.debug({ name, ms: Date.now() - started, hierarchies: h.all.length }, 'cgroup created');
+    this.logger.debug({ name, ms: Date.now() - started, hierarchies: mounts.length }, 'cgroup created');
     return {
       cgroupsPath: runtimeCgroupsPath(this.env, name),
-      procsFiles: h.all.map((mount) => join(mount, sandboxCgroupRel(this.env, name), 'cgroup.procs')),
+      procsFiles: mounts.map((mount) => join(mount, sandboxCgroupRel(this.env, name), 'cgroup.procs')),
+      notJoined: h.all.filter((m) => !mounts.includes(m)).map((m) => relative(this.root, m)),
     };
   }
 

@@ -7,7 +7,7 @@ import { mkdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AppError } from '@hako/core';
 import type { Logger } from '@hako/core';
-import type { CgroupManager, CgroupStats, SandboxLimits } from './types.js';
+import type { CgroupCreated, CgroupManager, CgroupStats, SandboxLimits } from './types.js';
 import {
   CPU_PERIOD_US,
   DEFAULT_CGROUP_ROOT,
@@ -84,7 +84,7 @@ export class CgroupV2Manager implements CgroupManager {
   async create(
     name: string,
     limits: Pick<SandboxLimits, 'memoryBytes' | 'pids' | 'cpus'>,
-  ): Promise<{ cgroupsPath: string; procsFiles: readonly string[] }> {
+  ): Promise<CgroupCreated> {
     assertCgroupName(name);
     const v = limitValues(limits);
     const started = Date.now();
@@ -148,6 +148,7 @@ export class CgroupV2Manager implements CgroupManager {
       // v2 runtimes always manage the child: the parent has controllers enabled for it, so no
       // process may live in the parent itself
       procsFiles: [],
+      notJoined: [],
     };
   }
 

@@ -24,6 +24,8 @@ export interface Runtime {
    * delete() must follow; false when it is gone once run()'s process has exited.
    */
   readonly keepsContainerAfterRun: boolean;
+  /** Whether run() and exec() join the sandbox's cgroups instead of the runtime managing them. */
+  readonly joinsCgroups: boolean;
   /**
    * Runs the bundle's process in the foreground: create, start, wait. When keepsContainerAfterRun,
    * call delete() afterwards. The returned child is the runtime process; its exit code is the
@@ -81,7 +83,7 @@ export class OciCliRuntime implements Runtime {
   private readonly binary: string;
   private readonly root: string;
   private readonly logger: Logger;
-  private readonly joinCgroups: boolean;
+  readonly joinsCgroups: boolean;
 
   /**
    * `joinCgroups`: the runtime does not manage cgroups (crun's `--cgroup-manager=disabled`); run()
@@ -101,8 +103,8 @@ export class OciCliRuntime implements Runtime {
     this.binary = opts.binary ?? opts.name;
     this.root = opts.root;
     this.logger = opts.logger;
-    this.joinCgroups = opts.joinCgroups ?? false;
-    if (this.joinCgroups && this.name !== 'crun') {
+    this.joinsCgroups = opts.joinCgroups ?? false;
+    if (this.joinsCgroups && this.name !== 'crun') {
       throw new AppError('INVALID_ARGUMENT', `runtime ${this.name} cannot run with cgroup management off`);
     }
     // crun has no `run --keep`: its containers are deleted when run() returns
@@ -112,7 +114,7 @@ export class OciCliRuntime implements Runtime {
   private global(): string[] {
     // runsc needs to be told the netns comes from the spec and not to use its own network stack
     if (this.name === 'runsc') return ['--root', this.root, '--network', 'sandbox'];
-    if (this.joinCgroups) return ['--root', this.root, '--cgroup-manager=disabled'];
+    if (this.joinsCgroups) return ['--root', this.root, '--cgroup-manager=disabled'];
     return ['--root', this.root];
   }
 
@@ -122,7 +124,7 @@ export class OciCliRuntime implements Runtime {
     stdio: StdioOptions,
     cgroupProcs: readonly string[] | undefined,
   ): ChildProcess {
-    if (!this.joinCgroups) return spawn(this.binary, args, { stdio });
+    if (!this.joinsCgroups) return spawn(this.binary, args, { stdio });
     if (!cgroupProcs || cgroupProcs.length === 0) {
       throw new AppError(
         'INVALID_ARGUMENT',
@@ -158,7 +160,7 @@ export class OciCliRuntime implements Runtime {
 
   async kill(id: string, signal: string, all = false): Promise<void> {
     let everyProcess = all;
-    if (all && this.joinCgroups) {
+    if (all && this.joinsCgroups) {
       // without cgroup management crun's --all finds no processes (and says nothing). Every sandbox
       // has its own pid namespace: SIGKILL to its init kills every process in it.
       if (signal !== 'KILL' && signal !== 'SIGKILL' && signal !== '9') {

@@ -32,6 +32,8 @@ export interface SpecInput {
   /** Existing network namespace to join; undefined gives a fresh one with only loopback. */
   readonly netnsPath: string | undefined;
   readonly cgroupsPath: string;
+  /** Extra paths to mask (e.g. cgroup hierarchies the sandbox's cgroup namespace does not cover). */
+  readonly extraMaskedPaths?: readonly string[];
   readonly annotations: Readonly<Record<string, string>>;
   /** Extra binds (read-only unless stated), e.g. the tenant's skills. */
   readonly extraBinds?: readonly BindMount[];
@@ -244,7 +246,7 @@ export function buildOciSpec(s: SpecInput): OciSpec {
         ],
       },
       seccomp: buildSeccompProfile(),
-      maskedPaths: [...MASKED_PATHS],
+      maskedPaths: [...MASKED_PATHS, ...(s.extraMaskedPaths ?? [])],
       readonlyPaths: [...READONLY_PATHS],
     },
   };

@@ -8,8 +8,15 @@
  *
  * `volumeBytes` bounds the sum of all workspaces' limits under the state dir (every env), so the
  * total a fleet of sandboxes can write is bounded as with the shared XFS volume.
+ *
+ * Spares: formatting is half of create()'s cost, so the manager keeps a few images of recently
+ * asked-for sizes already formatted in `<env>/.spare/` (sparse, empty, never mounted, never given
+ * to a sandbox twice) and refills them in the background, one at a time. create() claims one with
+ * link(2), which fails if the sandbox's image exists and lets exactly one of several processes
+ * win a spare; without a spare it formats as before. Spares do not count against `volumeBytes`.
  */
-import { chmod, mkdir, open, readdir, rmdir, stat, statfs, unlink } from 'node:fs/promises';
+import { chmod, link, mkdir, open, readdir, rename, rmdir, stat, statfs, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { AppError } from '@hako/core';
 import type { Logger } from '@hako/core';
@@ -22,6 +29,12 @@ import type { QuotaManager, QuotaUsage } from './types.js';
 const IMAGES_DIR = 'workspace-images';
 const MOUNTS_DIR = 'workspaces';
 const IMAGE_SUFFIX = '.img';
+const SPARE_DIR = '.spare';
+const SPARE_TMP_SUFFIX = '.tmp';
+/** Formatted spares kept per (size, owner). */
+const SPARES_PER_KIND = 2;
+/** A spare still being formatted after this long was left by a process that died. */
+const STALE_SPARE_MS = 60_000;
 const INODE_SIZE = 256;
 const BLOCK_SIZE = 4096;
 
@@ -70,6 +83,10 @@ export class LoopQuotaManager implements QuotaManager {
   private readonly imagesRoot: string;
   private readonly mountsRoot: string;
   private ready = false;
+  /** The background refill in flight, if any (at most one at a time). */
+  private refilling: Promise<void> | undefined;
+  /** Kinds asked for since the last refill round, with their latest request. */
+  private readonly wanted = new Map<string, { bytes: number; uid: number; gid: number }>();
 
   constructor(opts: QuotaManagerOptions) {
     this.env = opts.env;
@@ -81,6 +98,15 @@ export class LoopQuotaManager implements QuotaManager {
 
   private imagePath(name: string): string {
     return join(this.imagesRoot, this.env, `${name}${IMAGE_SUFFIX}`);
+  }
+
+  private spareDir(): string {
+    return join(this.imagesRoot, this.env, SPARE_DIR);
+  }
+
+  /** Spare files of one kind are named `{bytes}-{uid}-{gid}-{random}.img`. */
+  private static spareKind(bytes: number, uid: number, gid: number): string {
+    return `${bytes}-${uid}-${gid}-`;
   }
 
   /** The directory create() returns for `name` (the mount point of its image). */
@@ -110,7 +136,93 @@ export class LoopQuotaManager implements QuotaManager {
     }
     await mkdir(join(this.imagesRoot, this.env), { recursive: true, mode: 0o700 });
     await mkdir(join(this.mountsRoot, this.env), { recursive: true, mode: 0o700 });
+    await mkdir(this.spareDir(), { recursive: true, mode: 0o700 });
+    await this.removeStaleSpares();
     this.ready = true;
+  }
+
+  /** Deletes half-formatted spares whose formatting process is gone (older than a minute). */
+  private async removeStaleSpares(): Promise<void> {
+    const now = Date.now();
+    for (const f of await readdir(this.spareDir()).catch(() => [] as string[])) {
+      if (!f.endsWith(SPARE_TMP_SUFFIX)) continue;
+      const p = join(this.spareDir(), f);
+      const st = await stat(p).catch(() => undefined);
+      if (st && now - st.mtimeMs > STALE_SPARE_MS) await unlink(p).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Claims a formatted spare of this kind as `image` (link(2): fails when `image` exists, and only
+   * one claimant can unlink the spare). True when the image is now a formatted spare.
+   */
+  private async claimSpare(image: string, kind: string): Promise<boolean> {
+    const spares = (await readdir(this.spareDir()).catch(() => [] as string[])).filter(
+      (f) => f.startsWith(kind) && f.endsWith(IMAGE_SUFFIX),
+    );
+    for (const f of spares) {
+      const spare = join(this.spareDir(), f);
+      try {
+        await link(spare, image);
+      } catch (err) {
+        if (errnoOf(err) === 'EEXIST')
+          throw new AppError('SANDBOX_ALREADY_EXISTS', `workspace image ${image} already exists`);
+        continue; // another process took it
+      }
+      try {
+        await unlink(spare);
+        return true;
+      } catch {
+        // another process linked and unlinked the same spare first: it is theirs
+        await unlink(image).catch(() => undefined);
+      }
+    }
+    return false;
+  }
+
+  /** Starts a background refill round unless one is running. Never throws (logs). */
+  private scheduleRefill(bytes: number, uid: number, gid: number): void {
+    this.wanted.set(LoopQuotaManager.spareKind(bytes, uid, gid), { bytes, uid, gid });
+    this.refilling ??= this.refill()
+      .catch((err: unknown) => this.logger.warn({ err }, 'refilling workspace spares failed'))
+      .finally(() => {
+        this.refilling = undefined;
+      });
+  }
+
+  private async refill(): Promise<void> {
+    while (this.wanted.size > 0) {
+      const [kind, want] = this.wanted.entries().next().value as [
+        string,
+        { bytes: number; uid: number; gid: number },
+      ];
+      this.wanted.delete(kind);
+      const have = (await readdir(this.spareDir()).catch(() => [] as string[])).filter(
+        (f) => f.startsWith(kind) && f.endsWith(IMAGE_SUFFIX),
+      ).length;
+      for (let i = have; i < SPARES_PER_KIND; i++) {
+        const final = join(this.spareDir(), `${kind}${randomBytes(6).toString('hex')}${IMAGE_SUFFIX}`);
+        const tmp = `${final}${SPARE_TMP_SUFFIX}`;
+        try {
+          const fh = await open(tmp, 'wx', 0o600);
+          try {
+            await fh.truncate(loopImageBytes(want.bytes));
+          } finally {
+            await fh.close();
+          }
+          await runTool('mkfs.ext4', mkfsExt4Args(tmp, want.bytes, want.uid, want.gid), 'QUOTA_FAILED');
+          await rename(tmp, final);
+        } catch (err) {
+          await unlink(tmp).catch(() => undefined);
+          throw err;
+        }
+      }
+    }
+  }
+
+  /** Waits for a background refill to finish (call before the process exits). */
+  async close(): Promise<void> {
+    await this.refilling;
   }
 
   /** Sum of the image sizes (each limit plus its inode tables) under the state dir, every env. */
@@ -140,21 +252,27 @@ export class LoopQuotaManager implements QuotaManager {
     if (!this.ready) await this.init();
     const image = this.imagePath(name);
     const size = loopImageBytes(bytes);
-    // Reserve first (O_EXCL), then check the budget: two racing creates can both fail, never both pass.
-    try {
-      const fh = await open(image, 'wx', 0o600);
+    const kind = LoopQuotaManager.spareKind(bytes, uid, gid);
+    // Reserve first (O_EXCL, or link(2) of a spare), then check the budget: two racing creates can
+    // both fail, never both pass.
+    const formatted = await this.claimSpare(image, kind);
+    if (!formatted) {
       try {
-        await fh.truncate(size);
-      } finally {
-        await fh.close();
+        const fh = await open(image, 'wx', 0o600);
+        try {
+          await fh.truncate(size);
+        } finally {
+          await fh.close();
+        }
+      } catch (err) {
+        if (errnoOf(err) === 'EEXIST')
+          throw new AppError('SANDBOX_ALREADY_EXISTS', `workspace image ${image} already exists`);
+        throw new AppError('QUOTA_FAILED', `creating ${image} failed: ${(err as Error).message}`, {
+          cause: err,
+        });
       }
-    } catch (err) {
-      if (errnoOf(err) === 'EEXIST')
-        throw new AppError('SANDBOX_ALREADY_EXISTS', `workspace image ${image} already exists`);
-      throw new AppError('QUOTA_FAILED', `creating ${image} failed: ${(err as Error).message}`, {
-        cause: err,
-      });
     }
+    this.scheduleRefill(bytes, uid, gid);
     let mounted = false;
     try {
       const committed = await this.committedBytes();
@@ -165,7 +283,7 @@ export class LoopQuotaManager implements QuotaManager {
             'remove sandboxes, lower the disk limit, or raise HAKO_QUOTA_VOLUME_SIZE',
         );
       }
-      await runTool('mkfs.ext4', mkfsExt4Args(image, bytes, uid, gid), 'QUOTA_FAILED');
+      if (!formatted) await runTool('mkfs.ext4', mkfsExt4Args(image, bytes, uid, gid), 'QUOTA_FAILED');
       await mkdir(dir, { mode: 0o700 }).catch((err: unknown) => {
         if (errnoOf(err) !== 'EEXIST') throw err;
       });

@@ -491,6 +491,11 @@ export class XfsQuotaManager implements QuotaManager {
   }
 
   /** Names of this env's quota directories (empty when the volume is not mounted). */
+  /** Nothing runs in the background. */
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
   async list(): Promise<string[]> {
     try {
       const names = await readdir(this.envDir());

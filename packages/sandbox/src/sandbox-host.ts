@@ -71,11 +71,12 @@ function mib(bytes: number): string {
   return `${Math.round(bytes / 1024 / 1024)} MiB`;
 }
 
-function execFileP(cmd: string, args: string[]): Promise<void> {
+/** Runs a host tool; resolves with its stdout, rejects with its stderr in the message. */
+function execFileP(cmd: string, args: string[]): Promise<{ stdout: string }> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, (err, _out, stderr) => {
+    execFile(cmd, args, (err, stdout, stderr) => {
       if (err) reject(new Error(`${cmd} failed: ${(stderr || err.message).trim()}`));
-      else resolve();
+      else resolve({ stdout });
     });
   });
 }
@@ -93,6 +94,12 @@ function processAlive(pid: number): boolean {
  * Creates, runs and destroys sandboxes on this host. Every resource a sandbox gets is pushed on its
  * cleanup stack right after it is acquired; a failed create runs the stack and leaves nothing.
  */
+/**
+ * A workspace is copied back only while its apparent size is at most this many times its disk
+ * limit (sparse files beyond that would make the copy take unbounded time).
+ */
+const COPY_BACK_APPARENT_FACTOR = 64;
+
 /** Cleanup steps of resources that do not depend on each other once the container is gone. */
 const CONCURRENT = { concurrent: true } as const;
 
@@ -214,6 +221,10 @@ export class SandboxHost {
         tmpBytes: options.limits.tmpBytes,
         netnsPath: sb.network?.netnsPath,
         cgroupsPath: cg.cgroupsPath,
+        // a runtime that joins the sandbox cgroup leaves the other hierarchies at the host's root
+        extraMaskedPaths: this.d.runtime.joinsCgroups
+          ? cg.notJoined.map((rel) => `/sys/fs/cgroup/${rel}`)
+          : [],
         annotations,
       });
       await writeFile(join(sb.bundleDir, 'config.json'), JSON.stringify(spec));
@@ -249,15 +260,31 @@ export class SandboxHost {
 
   /**
    * Mirrors the workspace back to the host directory: new and changed files, deletions; symlinks
-   * are copied as links (never followed), device and special files are skipped, and setuid/setgid
-   * bits are stripped.
+   * are copied as links (never followed), device and special files are skipped, setuid/setgid
+   * bits are stripped, hard links stay links and holes stay holes, so the copy takes about the
+   * host disk the workspace took under its limit. A workspace whose files add up (apparent size,
+   * each hard-linked file once) to more than COPY_BACK_APPARENT_FACTOR times its disk limit is
+   * made of huge sparse files: reading them back would take unbounded time, so it is refused with
+   * QUOTA_EXCEEDED and the host directory is left as it was.
    */
-  private async copyOut(src: string, dst: string): Promise<void> {
+  private async copyOut(src: string, dst: string, diskBytes: number): Promise<void> {
+    const { stdout } = await execFileP('du', ['-s', '-B1', '--apparent-size', src]);
+    const apparent = Number(stdout.split(/\s/)[0]);
+    const cap = diskBytes * COPY_BACK_APPARENT_FACTOR;
+    if (!Number.isFinite(apparent) || apparent > cap) {
+      throw new AppError(
+        'QUOTA_EXCEEDED',
+        `the workspace's files add up to ${apparent} bytes (sparse files), over ${COPY_BACK_APPARENT_FACTOR}x ` +
+          `its ${diskBytes}-byte disk limit; it was not copied back to ${dst}`,
+      );
+    }
     await execFileP('rsync', [
       '-a',
       '--delete',
       '--no-D',
       '--chmod=ugo-s',
+      '--sparse',
+      '--hard-links',
       `${src}/`,
       `${dst.replace(/\/+$/, '')}/`,
     ]);
@@ -368,19 +395,25 @@ export class SandboxHost {
     if (sb.state === 'gone') return;
     sb.transition('stopping');
     const errors: AppError[] = [];
+    let copyBack: AppError | undefined;
     if (sb.options.workspaceDir && sb.workspaceDir) {
       // the container is gone (or killed) before copy-out: nothing writes while we copy
       await this.deleteContainer(sb).catch((e: unknown) => errors.push(toAppError(e, 'RUNTIME_FAILED')));
-      await this.copyOut(sb.workspaceDir, sb.options.workspaceDir).catch((e: unknown) =>
-        errors.push(toAppError(e, 'WORKSPACE_INVALID', 'copying the workspace back')),
+      await this.copyOut(sb.workspaceDir, sb.options.workspaceDir, sb.options.limits.diskBytes).catch(
+        (e: unknown) => {
+          copyBack = toAppError(e, 'WORKSPACE_INVALID', 'copying the workspace back');
+        },
       );
     }
     errors.push(...(await sb.cleanup.run()));
     if (errors.length > 0) {
       sb.transition('failed');
+      if (copyBack) errors.unshift(copyBack);
       throw new AggregateAppError('SANDBOX_CLEANUP_FAILED', `destroying sandbox ${sb.id}`, errors);
     }
     sb.transition('gone');
+    // the sandbox is fully gone; only its workspace did not come back: say so with its own code
+    if (copyBack) throw copyBack;
   }
 
   /**

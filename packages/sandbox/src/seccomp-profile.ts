@@ -125,14 +125,8 @@ export function buildSeccompProfile(): SeccompProfile {
   // ioctl's request and socket's family are 32-bit in the kernel, but seccomp sees the 64-bit
   // register: `ioctl(fd, (1 << 32) | TIOCSTI)` does not equal TIOCSTI yet the kernel runs TIOCSTI
   // (CVE-2019-10063). Each value is therefore matched on its low 32 bits only (MASKED_EQ: arg &
-  // value == valueTwo); the exact-value rule stays alongside as the plain statement of intent.
+  // value == valueTwo), which also covers the exact value.
   for (const req of [TIOCSTI, TIOCLINUX]) {
-    syscalls.push({
-      names: ['ioctl'],
-      action: 'SCMP_ACT_ERRNO',
-      errnoRet: EPERM,
-      args: [{ index: 1, value: req, op: 'SCMP_CMP_EQ' }],
-    });
     syscalls.push({
       names: ['ioctl'],
       action: 'SCMP_ACT_ERRNO',
@@ -140,12 +134,6 @@ export function buildSeccompProfile(): SeccompProfile {
       args: [{ index: 1, value: LOW_32_BITS, valueTwo: req, op: 'SCMP_CMP_MASKED_EQ' }],
     });
   }
-  syscalls.push({
-    names: ['socket', 'socketpair'],
-    action: 'SCMP_ACT_ERRNO',
-    errnoRet: EAFNOSUPPORT,
-    args: [{ index: 0, value: AF_VSOCK, op: 'SCMP_CMP_EQ' }],
-  });
   syscalls.push({
     names: ['socket', 'socketpair'],
     action: 'SCMP_ACT_ERRNO',

@@ -32,20 +32,31 @@ export interface CgroupStats {
   readonly cpuUsageNs: number;
 }
 
+/** What CgroupManager.create() made, for the OCI spec and the runtime. */
+export interface CgroupCreated {
+  /** `linux.cgroupsPath`: a child of the sandbox's cgroup that a managing runtime creates and removes. */
+  readonly cgroupsPath: string;
+  /**
+   * The sandbox cgroup's `cgroup.procs` file in each hierarchy it was made in, for a runtime that
+   * joins the cgroup instead of managing it (crun on v1, see OciCliRuntime); empty on v2.
+   */
+  readonly procsFiles: readonly string[];
+  /**
+   * Mounted hierarchies (relative to the cgroup root, e.g. `blkio`) that procsFiles leave out: a
+   * joining runtime's cgroup namespace would show the host's whole tree there, so the sandbox
+   * masks them. Empty on v2.
+   */
+  readonly notJoined: readonly string[];
+}
+
 export interface CgroupManager {
   readonly version: 1 | 2;
   /**
-   * Creates the sandbox's parent cgroup `hako/{env}/{name}` (in every mounted v1 hierarchy, or once
-   * on v2) and writes the limits to it. Returns the `linux.cgroupsPath` for the OCI spec: a child
-   * of that parent that the runtime creates and removes; the limits on the parent bound it. And
-   * `procsFiles`: the parent's `cgroup.procs` file in each hierarchy, for a runtime that joins the
-   * cgroup instead of managing it (crun on v1, see OciCliRuntime); empty on v2.
-   * Call once per sandbox, before the runtime starts; undo with remove().
+   * Creates the sandbox's cgroup `hako/{env}/{name}` (in the v1 hierarchies of the controllers
+   * hako uses, or once on v2) and writes the limits to it; the limits there bound whatever runs
+   * below it. Call once per sandbox, before the runtime starts; undo with remove().
    */
-  create(
-    name: string,
-    limits: Pick<SandboxLimits, 'memoryBytes' | 'pids' | 'cpus'>,
-  ): Promise<{ cgroupsPath: string; procsFiles: readonly string[] }>;
+  create(name: string, limits: Pick<SandboxLimits, 'memoryBytes' | 'pids' | 'cpus'>): Promise<CgroupCreated>;
   /** Reads counters from the parent cgroup. Works after the sandbox's processes have exited, until remove(). */
   stats(name: string): Promise<CgroupStats>;
   /** Freezes (true) or thaws (false) every process of the sandbox. */
@@ -115,6 +126,8 @@ export interface QuotaManager {
   remove(name: string): Promise<void>;
   /** Names of this env's quota directories. */
   list(): Promise<string[]>;
+  /** Waits for background work (spare workspaces being prepared) to finish. Call before exit. */
+  close(): Promise<void>;
 }
 
 // ---------------------------------------------------------------- images

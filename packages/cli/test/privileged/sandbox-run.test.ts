@@ -208,6 +208,21 @@ test('every runtime usable on this host keeps the contract: exit code, OOM line,
     ]);
     assert.equal(oom.code, 137, `${rt}: ${oom.stderr}`);
     assert.match(oom.stderr, /^hako: sandbox killed: out of memory \(limit 48 MiB\)$/m, rt);
+    // the host's cgroup tree (other sandboxes' cgroups) is not visible through /sys/fs/cgroup
+    const tree = await run([
+      '--runtime',
+      rt,
+      '--',
+      'sh',
+      '-c',
+      'find /sys/fs/cgroup -maxdepth 3 -type d \\( -name "hako*" -o -name "libpod*" -o -name "system.slice" \\) 2>/dev/null; ls /sys/fs/cgroup/memory/memory.limit_in_bytes',
+    ]);
+    assert.equal(tree.code, 0, `${rt}: ${tree.stderr}`);
+    assert.equal(
+      tree.stdout,
+      '/sys/fs/cgroup/memory/memory.limit_in_bytes\n',
+      `${rt}: host cgroups visible: ${tree.stdout}`,
+    );
     const slow = await run(['--runtime', rt, '--timeout', '1s', '--', 'sh', '-c', 'sleep 30 & sleep 30']);
     assert.equal(slow.code, 124, `${rt}: ${slow.stderr}`);
   }

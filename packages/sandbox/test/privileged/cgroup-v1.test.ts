@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { silentLogger } from '@hako/core';
 import { detectCgroupLayout, v1MountFor } from '../../src/cgroup-layout.js';
@@ -69,6 +69,10 @@ test('cgroup v1 manager on the real hierarchies', { timeout: 120_000 }, async (t
     return m.path;
   };
   const parentIn = (h: string): string => join(h, 'hako', env, name);
+  // the manager makes the sandbox cgroup only in the hierarchies of the controllers hako uses
+  const joined = [
+    ...new Set(['memory', 'pids', 'cpu', 'cpuacct', 'freezer', 'devices'].map((c) => mount(c))),
+  ];
   const mem = parentIn(mount('memory'));
   const pids = parentIn(mount('pids'));
   const cpu = parentIn(mount('cpu'));
@@ -91,7 +95,7 @@ test('cgroup v1 manager on the real hierarchies', { timeout: 120_000 }, async (t
       child.once('spawn', resolve);
       child.once('error', reject);
     });
-    for (const h of hierarchies) await writeFile(join(parentIn(h), 'ctr', 'cgroup.procs'), String(child.pid));
+    for (const h of joined) await writeFile(join(parentIn(h), 'ctr', 'cgroup.procs'), String(child.pid));
     child.stdin?.end('go\n');
     return { child, stderr: () => err };
   };
@@ -113,7 +117,7 @@ test('cgroup v1 manager on the real hierarchies', { timeout: 120_000 }, async (t
   try {
     // ---- create
     const t0 = performance.now();
-    const { cgroupsPath, procsFiles } = await mgr.create(name, {
+    const { cgroupsPath, procsFiles, notJoined } = await mgr.create(name, {
       memoryBytes: 64 * MiB,
       pids: 16,
       cpus: 0.5,
@@ -121,13 +125,23 @@ test('cgroup v1 manager on the real hierarchies', { timeout: 120_000 }, async (t
     const createMs = performance.now() - t0;
     t.diagnostic(`create() took ${createMs.toFixed(1)} ms for ${hierarchies.length} hierarchies`);
     assert.equal(cgroupsPath, `/hako/${env}/${name}/ctr`);
-    for (const h of hierarchies) assert.ok(await exists(parentIn(h)), `parent cgroup missing in ${h}`);
+    for (const h of joined) assert.ok(await exists(parentIn(h)), `parent cgroup missing in ${h}`);
+    for (const h of hierarchies.filter((x) => !joined.includes(x))) {
+      assert.equal(await exists(parentIn(h)), false, `no cgroup expected in unused hierarchy ${h}`);
+    }
     assert.deepEqual(
       [...procsFiles].sort(),
-      hierarchies.map((h) => join(parentIn(h), 'cgroup.procs')).sort(),
-      'procsFiles: the parent in every hierarchy',
+      joined.map((h) => join(parentIn(h), 'cgroup.procs')).sort(),
+      'procsFiles: the parent in every hierarchy of a used controller',
     );
-    const devices = hierarchies.find((h) => h.endsWith('/devices'));
+    assert.deepEqual(
+      [...notJoined].sort(),
+      hierarchies
+        .filter((h) => !joined.includes(h))
+        .map((h) => relative('/sys/fs/cgroup', h))
+        .sort(),
+    );
+    const devices = joined.find((h) => h.endsWith('/devices'));
     assert.ok(devices, 'the devices hierarchy is mounted');
     const devList = (await read(join(parentIn(devices), 'devices.list'))).split('\n');
     assert.ok(!devList.includes('a *:* rwm'), 'the parent must not allow every device');
@@ -143,7 +157,7 @@ test('cgroup v1 manager on the real hierarchies', { timeout: 120_000 }, async (t
     assert.equal(await read(join(pids, 'pids.max')), '16');
     assert.equal(await read(join(cpu, 'cpu.cfs_period_us')), '100000');
     assert.equal(await read(join(cpu, 'cpu.cfs_quota_us')), '50000');
-    if (cpusetMount) {
+    if (cpusetMount && joined.includes(cpusetMount)) {
       for (const f of ['cpuset.cpus', 'cpuset.mems']) {
         const want = await read(join(cpusetMount, f));
         assert.equal(await read(join(cpusetMount, 'hako', f)), want);
@@ -157,8 +171,8 @@ test('cgroup v1 manager on the real hierarchies', { timeout: 120_000 }, async (t
     assert.equal(await read(join(mem, 'memory.limit_in_bytes')), String(64 * MiB));
 
     // The runtime's child, in every hierarchy (cpuset needs cpus/mems before a task can join).
-    for (const h of hierarchies) await mkdir(join(parentIn(h), 'ctr'));
-    if (cpusetMount) {
+    for (const h of joined) await mkdir(join(parentIn(h), 'ctr'));
+    if (cpusetMount && joined.includes(cpusetMount)) {
       for (const f of ['cpuset.cpus', 'cpuset.mems']) {
         await writeFile(join(parentIn(cpusetMount), 'ctr', f), await read(join(parentIn(cpusetMount), f)));
       }

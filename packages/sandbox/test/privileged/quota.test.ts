@@ -12,8 +12,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, readFile, readdir, rm, stat, statfs } from 'node:fs/promises';
+import { existsSync, statSync, utimesSync } from 'node:fs';
+import { mkdir, readFile, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { AppError, silentLogger } from '@hako/core';
@@ -137,11 +137,16 @@ async function imagesUnder(root: string): Promise<string[]> {
     for (const e of entries) {
       const p = join(d, e.name);
       if (e.isDirectory()) await walk(p);
-      else if (e.name.endsWith('.img')) out.push(p);
+      else if (e.name.endsWith('.img') || e.name.endsWith('.img.tmp')) out.push(p);
     }
   };
   await walk(root);
   return out;
+}
+
+/** Workspace images only: not the formatted spares the image engine keeps in `.spare/`. */
+async function workspaceImagesUnder(root: string): Promise<string[]> {
+  return (await imagesUnder(root)).filter((p) => !p.includes('/.spare/'));
 }
 
 async function loopDevicesFor(image: string): Promise<string[]> {
@@ -375,7 +380,7 @@ test('per-sandbox image engine: limits, isolation, inode bound, clean removal', 
       (e: unknown) => e instanceof AppError && e.code === 'QUOTA_EXCEEDED',
     );
     assert.deepEqual(await mgr.list(), []);
-    assert.deepEqual(await imagesUnder(opts.stateDir), []);
+    assert.deepEqual(await workspaceImagesUnder(opts.stateDir), []);
 
     // A stale image (e.g. after a reboot: not mounted) is listed and removed.
     const stale = newName(opts.env);
@@ -384,7 +389,8 @@ test('per-sandbox image engine: limits, isolation, inode bound, clean removal', 
     assert.deepEqual(await mgr.list(), [stale]);
     await mgr.remove(stale);
     assert.deepEqual(await mgr.list(), []);
-    assert.deepEqual(await imagesUnder(opts.stateDir), []);
+    assert.deepEqual(await workspaceImagesUnder(opts.stateDir), []);
+    await mgr.close();
   } finally {
     images = await teardown(opts.stateDir);
   }
@@ -435,6 +441,73 @@ test('XFS project quotas: enforced where the kernel supports them, refused clean
     await mgr.init();
     assert.equal(existsSync(join(mgr.mountPoint, 'keep')), true, 'init() must remount, not reformat');
   } finally {
+    images = await teardown(opts.stateDir);
+  }
+  await assertNothingLeft(opts.stateDir, images);
+});
+
+test('per-sandbox image engine: formatted spares are claimed once, empty, enforced, and race-safe', async () => {
+  const opts = newOptions();
+  const mgr = new LoopQuotaManager(opts);
+  const spareDir = join(opts.stateDir, 'workspace-images', opts.env, '.spare');
+  const sparesOfKind = async (bytes: number): Promise<Map<number, string>> => {
+    const m = new Map<number, string>();
+    for (const f of await readdir(spareDir).catch(() => [] as string[])) {
+      if (f.startsWith(`${bytes}-${UID}-${GID}-`) && f.endsWith('.img'))
+        m.set(statSync(join(spareDir, f)).ino, f);
+    }
+    return m;
+  };
+  let images: string[] = [];
+  try {
+    const first = newName(opts.env);
+    const firstDir = await mgr.create(first, 8 * MiB, UID, GID);
+    await writeFile(join(firstDir, 'secret.txt'), 'from the first sandbox\n');
+    await mgr.close(); // the refill it started is done
+    const spares = await sparesOfKind(8 * MiB);
+    assert.equal(spares.size, 2, 'two formatted spares of the asked-for kind');
+    assert.equal((await readdir(spareDir)).filter((f) => f.endsWith('.tmp')).length, 0);
+    await mgr.remove(first);
+
+    // the next create claims one of them: same inode, now the sandbox's image, gone from the pool
+    const second = newName(opts.env);
+    const dir = await mgr.create(second, 8 * MiB, UID, GID);
+    const img = join(opts.stateDir, 'workspace-images', opts.env, `${second}.img`);
+    assert.ok(spares.has(statSync(img).ino), 'the image must be a claimed spare');
+    assert.equal(statSync(img).nlink, 1, 'the spare link is gone: nobody else can claim it');
+    assert.deepEqual(await readdir(dir), [], 'a claimed spare is an empty filesystem');
+    const st = statSync(dir);
+    assert.equal(st.uid, UID);
+    assert.equal(st.mode & 0o777, 0o700);
+    // the limit holds on a spare exactly as on a freshly formatted image
+    await assert.rejects(writeFile(join(dir, 'big'), Buffer.alloc(9 * MiB, 1)), /ENOSPC/);
+    await mgr.close();
+    assert.ok(
+      !(await sparesOfKind(8 * MiB)).has(statSync(img).ino),
+      'a claimed spare is never offered again',
+    );
+
+    // concurrent creates never share a spare
+    const names = [newName(opts.env), newName(opts.env), newName(opts.env)];
+    const dirs = await Promise.all(names.map((n) => mgr.create(n, 8 * MiB, UID, GID)));
+    const inodes = names.map(
+      (n) => statSync(join(opts.stateDir, 'workspace-images', opts.env, `${n}.img`)).ino,
+    );
+    assert.equal(new Set(inodes).size, 3);
+    assert.equal(new Set(dirs).size, 3);
+    for (const n of [second, ...names]) await mgr.remove(n);
+    await mgr.close();
+
+    // a half-formatted spare left by a dead process is deleted by the next init()
+    const stale = join(spareDir, `${8 * MiB}-${UID}-${GID}-deadbeef.img.tmp`);
+    await writeFile(stale, '');
+    const old = new Date(Date.now() - 5 * 60_000);
+    utimesSync(stale, old, old);
+    await new LoopQuotaManager(opts).init();
+    assert.equal(existsSync(stale), false);
+    assert.deepEqual(await mgr.list(), []);
+  } finally {
+    await mgr.close().catch(() => undefined);
     images = await teardown(opts.stateDir);
   }
   await assertNothingLeft(opts.stateDir, images);

@@ -1682,6 +1682,34 @@ emit({'name': 'used', 'ok': True, 'value': (st.f_blocks - st.f_bfree) * st.f_frs
   );
 });
 
+test('workspace copy-back: sparse files far beyond --disk are refused (QUOTA_EXCEEDED), the host dir untouched', async () => {
+  const ws = workspace('sparsecap');
+  writeFileSync(join(ws, 'keep.txt'), 'before\n');
+  // 2 x 200 MiB of holes in a 4 MiB workspace: over 64x the limit, reading them back is unbounded work
+  const r = await sandbox(
+    ['--disk', '4m', '--workspace', ws],
+    [
+      'python3',
+      '-c',
+      "[open('/workspace/s%d' % i, 'wb').truncate(200 << 20) for i in range(2)]; open('/workspace/keep.txt', 'w').write('after')",
+    ],
+  );
+  assert.equal(r.code, 125, r.stderr);
+  assert.match(
+    r.stderr,
+    /^hako: \[QUOTA_EXCEEDED\] the workspace's files add up to \d+ bytes \(sparse files\)/m,
+  );
+  assert.deepEqual(readdirSync(ws), ['keep.txt'], 'nothing of the refused workspace may reach the host');
+  assert.equal(readFileSync(join(ws, 'keep.txt'), 'utf8'), 'before\n');
+  // control: the same holes within 64x the limit come back (sparse, see the test above)
+  const ok = await sandbox(
+    ['--disk', '16m', '--workspace', ws],
+    ['python3', '-c', "open('/workspace/s0', 'wb').truncate(200 << 20)"],
+  );
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.equal(statSync(join(ws, 's0')).size, 200 << 20);
+});
+
 // ------------------------------------------------------------------------------ runtime escape
 
 attack(

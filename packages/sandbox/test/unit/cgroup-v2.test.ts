@@ -121,7 +121,7 @@ test('create writes exactly the controller enables and the limits', async () => 
     const before = await snapshot(f.root);
     const r = await f.mgr.create(f.name, LIMITS);
     // v2 runtimes manage the child themselves: nothing to join
-    assert.deepEqual(r, { cgroupsPath: `/hako/${f.env}/${f.name}/ctr`, procsFiles: [] });
+    assert.deepEqual(r, { cgroupsPath: `/hako/${f.env}/${f.name}/ctr`, procsFiles: [], notJoined: [] });
     const p = `hako/${f.env}/${f.name}`;
     assert.deepEqual(changed(before, await snapshot(f.root)), {
       'cgroup.subtree_control': '+memory +pids +cpu',

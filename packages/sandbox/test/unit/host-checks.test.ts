@@ -1,7 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CgroupLayout } from '../../src/cgroup-layout.js';
-import { evaluateHostChecks, firstLine, parseSeccompStatus, parseVersion } from '../../src/host-checks.js';
+import {
+  evaluateHostChecks,
+  favorDynmodsCheck,
+  firstLine,
+  parseSeccompStatus,
+  parseVersion,
+} from '../../src/host-checks.js';
 import type { CommandResult, HostCheck, HostFacts } from '../../src/host-checks.js';
 import { parseMountInfo } from '../../src/mount-info.js';
 
@@ -57,6 +63,7 @@ function healthy(over: Partial<HostFacts> = {}): HostFacts {
     loopControl: true,
     xfsQuota: { supported: true, detail: 'XFS quota support is loaded' },
     quotaMount: PRJ_MOUNT,
+    cgroup2Mount: undefined,
     namespaces: { pid: true, net: true, mnt: true, ipc: true, uts: true, cgroup: true, user: true },
     procStatus:
       'Name:\tnode\nSeccomp:\t0\nSeccomp_filters:\t0\nSpeculation_Store_Bypass:\tthread vulnerable\n',
@@ -315,4 +322,23 @@ test('check names are unique and stable', () => {
   ]) {
     assert.ok(names.includes(n), `missing check ${n}`);
   }
+});
+
+test('favordynmods on the cgroup2 mount is reported, optional, with the remount that sets it', () => {
+  const base = {
+    mountId: 30,
+    root: '/',
+    mountPoint: '/sys/fs/cgroup/unified',
+    fsType: 'cgroup2',
+    source: 'cgroup2',
+    superOptions: ['rw'],
+  };
+  const off = favorDynmodsCheck({ ...base, mountOptions: ['rw', 'relatime'] });
+  assert.equal(off.ok, false);
+  assert.equal(off.required, false);
+  assert.equal(off.fix, 'mount -o remount,favordynmods /sys/fs/cgroup/unified (kernel 6.0 or later)');
+  const on = favorDynmodsCheck({ ...base, mountOptions: ['rw', 'relatime', 'favordynmods'] });
+  assert.equal(on.ok, true);
+  const checks = evaluateHostChecks(healthy({ cgroup2Mount: { ...base, mountOptions: ['rw'] } }), OPTS);
+  assert.equal(byName(checks, 'cgroup favordynmods').ok, false);
 });

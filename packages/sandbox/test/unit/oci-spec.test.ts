@@ -120,8 +120,15 @@ test('seccomp denies the issue list and namespace-creating clone flags', () => {
   assert.ok(flags.includes(0x40000000), 'CLONE_NEWNET');
   assert.ok(profile.syscalls.some((r) => r.names.includes('clone3') && r.errnoRet === 38));
   assert.ok(
-    profile.syscalls.some((r) => r.names.includes('ioctl') && r.args?.[0]?.value === 0x5412),
-    'TIOCSTI',
+    profile.syscalls.some(
+      (r) =>
+        r.names.includes('ioctl') &&
+        r.args?.[0]?.index === 1 &&
+        r.args[0].op === 'SCMP_CMP_MASKED_EQ' &&
+        r.args[0].value === 0xffffffff &&
+        r.args[0].valueTwo === 0x5412,
+    ),
+    'TIOCSTI is denied on the low 32 bits of the request (a high bit set must not slip past)',
   );
 });
 
