@@ -340,6 +340,20 @@ test(
         ].join('\n'),
       );
       await chmod(script, 0o644);
+      // the child (uid 65534) loads hako's sources and tsx from the repository: it must be able to
+      const readable = await new Promise<boolean>((resolve) => {
+        execFile(
+          '/bin/sh',
+          ['-c', 'test -r "$1/node_modules/tsx/package.json"', 'sh', REPO_ROOT],
+          { uid: 65534, gid: 65534 },
+          (err) => resolve(!err),
+        );
+      });
+      assert.ok(
+        readable,
+        `uid 65534 cannot read ${REPO_ROOT}/node_modules: this test needs the repository readable by ` +
+          'other users (chmod o+rx on it and its parent directories)',
+      );
       const stdout = await new Promise<string>((resolve, reject) => {
         execFile(
           process.execPath,
