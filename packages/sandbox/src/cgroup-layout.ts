@@ -3,7 +3,7 @@
  * puts its cgroups inside them (`hako/{env}/{name}`), and the small file helpers both cgroup
  * managers share.
  */
-import { readFile, readdir, rmdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rmdir, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError } from '@hako/core';
@@ -289,6 +289,17 @@ export async function readRequired(path: string): Promise<string> {
     throw new AppError('CGROUP_FAILED', `${path} does not exist; is the controller enabled for this cgroup?`);
   }
   return v;
+}
+
+/** Makes a cgroup directory; one that exists already is fine. CGROUP_FAILED otherwise. */
+export async function mkdirCgroup(dir: string): Promise<void> {
+  try {
+    await mkdir(dir);
+  } catch (err) {
+    if (errno(err) !== 'EEXIST') {
+      throw new AppError('CGROUP_FAILED', `mkdir ${dir} failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
 }
 
 /** Writes a value to a cgroup file (one write, as the kernel wants). */

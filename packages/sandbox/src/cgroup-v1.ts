@@ -3,7 +3,7 @@
  * mounted v1 hierarchy (and in the unified one on hybrid hosts, where runc and crun place processes
  * too); the OCI runtime creates and removes the `ctr` child below it. Limits live on the parent.
  */
-import { mkdir, rmdir } from 'node:fs/promises';
+import { rmdir } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { AppError } from '@hako/core';
 import type { Logger } from '@hako/core';
@@ -31,6 +31,7 @@ import {
   sandboxCgroupRel,
   subtreeDeepestFirst,
   waitFor,
+  mkdirCgroup,
   writeCgroupFile,
 } from './cgroup-layout.js';
 import type { CgroupLayout } from './cgroup-layout.js';
@@ -200,15 +201,7 @@ export class CgroupV1Manager implements CgroupManager {
 
   /** mkdir (an existing directory is fine), copying cpus and mems from the parent on cpuset. */
   private async makeLevel(parent: string, dir: string, cpuset: boolean): Promise<void> {
-    try {
-      await mkdir(dir);
-    } catch (err) {
-      if (errno(err) !== 'EEXIST') {
-        throw new AppError('CGROUP_FAILED', `mkdir ${dir} failed: ${(err as Error).message}`, {
-          cause: err,
-        });
-      }
-    }
+    await mkdirCgroup(dir);
     if (cpuset) await copyCpuset(parent, dir);
   }
 

@@ -3,7 +3,7 @@
  * and cpu enabled down to it; the OCI runtime creates and removes the `ctr` child below it. Limits
  * live on the parent, so they bound the child and its counters survive the child's removal.
  */
-import { mkdir, rmdir } from 'node:fs/promises';
+import { rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AppError } from '@hako/core';
 import type { Logger } from '@hako/core';
@@ -29,6 +29,7 @@ import {
   sandboxCgroupRel,
   subtreeDeepestFirst,
   waitFor,
+  mkdirCgroup,
   writeCgroupFile,
 } from './cgroup-layout.js';
 import { NAME_PREFIX } from './names.js';
@@ -102,15 +103,7 @@ export class CgroupV2Manager implements CgroupManager {
       await this.enableControllers(dir);
       for (const level of [NAME_PREFIX, this.env, name]) {
         dir = join(dir, level);
-        try {
-          await mkdir(dir);
-        } catch (err) {
-          if (errno(err) !== 'EEXIST') {
-            throw new AppError('CGROUP_FAILED', `mkdir ${dir} failed: ${(err as Error).message}`, {
-              cause: err,
-            });
-          }
-        }
+        await mkdirCgroup(dir);
         await this.enableControllers(dir);
       }
       const have = words(await readOptional(join(dir, 'cgroup.controllers')));
