@@ -127,7 +127,7 @@ const RUNTIME_PACKAGE: Record<OciRuntimeName, string | undefined> = {
   runc: 'runc',
   runsc: undefined,
 };
-const RUNSC_FIX = 'install gVisor (optional): https://gvisor.dev/docs/user_guide/install/';
+const RUNSC_FIX = 'apt-get install -y runsc (optional: gVisor; network none only for now)';
 
 // ---------------------------------------------------------------- pure evaluation
 

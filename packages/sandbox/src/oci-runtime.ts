@@ -1,4 +1,6 @@
 import { spawn, execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { AppError } from '@hako/core';
 import type { Logger } from '@hako/core';
@@ -104,18 +106,34 @@ export class OciCliRuntime implements Runtime {
     this.root = opts.root;
     this.logger = opts.logger;
     this.joinsCgroups = opts.joinCgroups ?? false;
-    if (this.joinsCgroups && this.name !== 'crun') {
+    if (this.joinsCgroups && this.name === 'runc') {
       throw new AppError('INVALID_ARGUMENT', `runtime ${this.name} cannot run with cgroup management off`);
     }
-    // crun has no `run --keep`: its containers are deleted when run() returns
-    this.keepsContainerAfterRun = this.name !== 'crun';
+    // only runc has `run --keep`: crun's and runsc's containers are deleted when run() returns
+    this.keepsContainerAfterRun = this.name === 'runc';
   }
 
   private global(): string[] {
     // runsc needs to be told the netns comes from the spec and not to use its own network stack
-    if (this.name === 'runsc') return ['--root', this.root, '--network', 'sandbox'];
+    if (this.name === 'runsc') {
+      return ['--root', this.root, ...(this.joinsCgroups ? ['--ignore-cgroups'] : [])];
+    }
     if (this.joinsCgroups) return ['--root', this.root, '--cgroup-manager=disabled'];
     return ['--root', this.root];
+  }
+
+  /**
+   * Global flags that depend on the bundle. runsc: a spec that joins an existing network namespace
+   * (network egress) gets `--network sandbox` (use that namespace's interfaces); a spec with a new,
+   * empty one gets `--network none` (gVisor's own loopback only).
+   */
+  private bundleFlags(bundle: string): string[] {
+    if (this.name !== 'runsc') return [];
+    const spec = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8')) as {
+      linux?: { namespaces?: { type: string; path?: string }[] };
+    };
+    const net = spec.linux?.namespaces?.find((n) => n.type === 'network');
+    return ['--network', net?.path ? 'sandbox' : 'none'];
   }
 
   /** Spawns the runtime, inside the sandbox's cgroups first when they are joined (see constructor). */
@@ -143,11 +161,15 @@ export class OciCliRuntime implements Runtime {
   run(id: string, bundle: string, stdio: StdioOptions, cgroupProcs?: readonly string[]): ChildProcess {
     this.logger.debug({ id, bundle, runtime: this.name }, 'runtime run');
     const keep = this.keepsContainerAfterRun ? ['--keep'] : [];
-    return this.spawnRuntime([...this.global(), 'run', ...keep, '--bundle', bundle, id], stdio, cgroupProcs);
+    return this.spawnRuntime(
+      [...this.global(), ...this.bundleFlags(bundle), 'run', ...keep, '--bundle', bundle, id],
+      stdio,
+      cgroupProcs,
+    );
   }
 
   async create(id: string, bundle: string): Promise<void> {
-    await run(this.binary, [...this.global(), 'create', '--bundle', bundle, id]);
+    await run(this.binary, [...this.global(), ...this.bundleFlags(bundle), 'create', '--bundle', bundle, id]);
   }
 
   async start(id: string): Promise<void> {
@@ -160,7 +182,7 @@ export class OciCliRuntime implements Runtime {
 
   async kill(id: string, signal: string, all = false): Promise<void> {
     let everyProcess = all;
-    if (all && this.joinsCgroups) {
+    if (all && this.joinsCgroups && this.name === 'crun') {
       // without cgroup management crun's --all finds no processes (and says nothing). Every sandbox
       // has its own pid namespace: SIGKILL to its init kills every process in it.
       if (signal !== 'KILL' && signal !== 'SIGKILL' && signal !== '9') {

@@ -73,8 +73,9 @@ export async function chooseRuntime(
 }
 
 /**
- * Builds the runtime driver. On cgroup v1, crun runs with its cgroup management off and joins the
- * sandbox's cgroups (see OciCliRuntime), so the sandbox's counters survive the process.
+ * Builds the runtime driver. On cgroup v1, crun and runsc (which, unlike runc, cannot keep a
+ * container after it exits) run with their cgroup management off and join the sandbox's cgroups
+ * (see OciCliRuntime), so the sandbox's counters survive the process.
  */
 export function createRuntime(
   choice: RuntimeChoice,
@@ -82,6 +83,6 @@ export function createRuntime(
   logger: Logger,
   cgroupVersion: 1 | 2,
 ): Runtime {
-  const joinCgroups = choice.name === 'crun' && cgroupVersion === 1;
+  const joinCgroups = choice.name !== 'runc' && cgroupVersion === 1;
   return new OciCliRuntime({ name: choice.name, binary: choice.binary, root, logger, joinCgroups });
 }

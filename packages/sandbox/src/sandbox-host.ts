@@ -141,6 +141,14 @@ export class SandboxHost {
     const id = newSandboxId();
     const sb = new Sandbox(id, resourceName(cfg.HAKO_ENV, id), options);
     const uid = cfg.HAKO_SANDBOX_UID;
+    if (options.network === 'egress' && this.d.runtime.name === 'runsc') {
+      // runsc's sandbox network (interfaces taken from the CNI netns) refuses to start on the gVisor
+      // release Debian ships ("cannot run with network enabled in root network namespace")
+      throw new AppError(
+        'RUNTIME_UNAVAILABLE',
+        'network egress is not supported with runsc yet; use --runtime crun or runc, or --network none',
+      );
+    }
     try {
       const image = await this.d.images.get(options.image);
 

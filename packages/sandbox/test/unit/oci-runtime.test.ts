@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -85,4 +85,48 @@ test('runc keeps its container after run and ignores cgroup files; only crun can
     () => new OciCliRuntime({ name: 'runc', root: '/r', logger, joinCgroups: true }),
     (e: unknown) => e instanceof AppError && e.code === 'INVALID_ARGUMENT',
   );
+});
+
+test('runsc on v1: cgroups ignored and joined; --network follows whether the spec joins a netns', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hako-rt-'));
+  try {
+    const rt = new OciCliRuntime({
+      name: 'runsc',
+      binary: fakeRuntime(dir),
+      root: '/r',
+      logger,
+      joinCgroups: true,
+    });
+    assert.equal(rt.keepsContainerAfterRun, false);
+    const procs = [join(dir, 'memory.procs')];
+    for (const [netns, mode] of [
+      [undefined, 'none'],
+      ['/run/netns/hako-x', 'sandbox'],
+    ] as const) {
+      const bundle = join(dir, `b-${mode}`);
+      mkdirSync(bundle);
+      const ns = netns ? { type: 'network', path: netns } : { type: 'network' };
+      writeFileSync(
+        join(bundle, 'config.json'),
+        JSON.stringify({ linux: { namespaces: [{ type: 'pid' }, ns] } }),
+      );
+      const child = rt.run('c1', bundle, 'ignore', procs);
+      const [code] = (await once(child, 'exit')) as [number];
+      assert.equal(code, 0);
+      const argv = readFileSync(join(dir, 'argv'), 'utf8').trim().split('\n').slice(1);
+      assert.deepEqual(argv, [
+        '--root',
+        '/r',
+        '--ignore-cgroups',
+        '--network',
+        mode,
+        'run',
+        '--bundle',
+        bundle,
+        'c1',
+      ]);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
