@@ -49,6 +49,7 @@ export interface RunResult {
   readonly outcome: RunOutcome;
   /** A one-line explanation for stderr when the sandbox was stopped by hako, else undefined. */
   readonly message: string | undefined;
+  /** The cgroup counters: after a kill, or always with RunOptions.collectStats; else undefined. */
   readonly stats: CgroupStats | undefined;
   readonly durationMs: number;
 }
@@ -62,6 +63,8 @@ export interface RunOptions {
   readonly cwd?: string | undefined;
   /** Called with the runtime process once it is spawned (for piping stdio). */
   readonly onSpawn?: ((child: ChildProcess) => void) | undefined;
+  /** Read the cgroup counters into RunResult.stats after a normal exit too (a kill always does). */
+  readonly collectStats?: boolean;
 }
 
 const HOME = '/home/sandbox';
@@ -158,51 +161,52 @@ export class SandboxHost {
       sb.cleanup.push('bundle', () => rm(sb.bundleDir, { recursive: true, force: true }), CONCURRENT);
       await writeFile(join(sb.bundleDir, OWNER_FILE), JSON.stringify({ pid: process.pid }));
 
-      const [workspaceDir, cg] = await Promise.all([
-        this.d.quota.create(sb.name, options.limits.diskBytes, uid, uid).then((dir) => {
+      // Independent resources are acquired concurrently; each pushes its undo as soon as it holds
+      // it, so a failure of one still undoes the others. /etc needs the address (egress).
+      const etcDir = join(sb.bundleDir, 'etc');
+      const isHostImage = image.digest === HOST_IMAGE_NAME;
+      const hostEtcBinds = isHostImage ? HOST_ETC_BINDS : [];
+      const workspaceP = this.d.quota
+        .create(sb.name, options.limits.diskBytes, uid, uid)
+        .then(async (dir) => {
           sb.cleanup.push('quota', () => this.d.quota.remove(sb.name), CONCURRENT);
+          if (options.workspaceDir) await this.copyIn(options.workspaceDir, dir, uid);
           return dir;
-        }),
-        this.d.cgroups.create(sb.name, options.limits).then((r) => {
-          sb.cleanup.push('cgroup', () => this.d.cgroups.remove(sb.name), CONCURRENT);
-          return r;
-        }),
-      ]);
+        });
+      const cgroupP = this.d.cgroups.create(sb.name, options.limits).then((r) => {
+        sb.cleanup.push('cgroup', () => this.d.cgroups.remove(sb.name), CONCURRENT);
+        return r;
+      });
+      const proxyUrlP = options.network === 'egress' ? this.attachEgress(sb) : Promise.resolve(undefined);
+      const etcP = proxyUrlP.then(async () => {
+        const base = isHostImage ? {} : await seedEtcFromImage(etcDir, join(image.rootfs, 'etc'));
+        await writeEtcDir(
+          etcDir,
+          { hostname: sb.id, uid, gid: uid, home: HOME, ip: sb.network?.ip },
+          hostEtcBinds,
+          base,
+        );
+      });
+      const settled = await Promise.allSettled([workspaceP, cgroupP, proxyUrlP, etcP]);
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      const workspaceDir = await workspaceP;
+      const cg = await cgroupP;
+      const proxyUrl = await proxyUrlP;
       sb.workspaceDir = workspaceDir;
       sb.cgroupProcs = cg.procsFiles;
-      if (options.workspaceDir) await this.copyIn(options.workspaceDir, workspaceDir, uid);
 
       const env: Record<string, string> = {
         PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
         HOME,
         LANG: 'C.UTF-8',
       };
-      if (options.network === 'egress') {
-        const { network, proxy } = await this.ensureEgress();
-        sb.network = await network.add(sb.name);
-        sb.cleanup.push('network', () => network.del(sb.name), CONCURRENT);
-        this.proxyReady ??= proxy.listen(network.gateway, cfg.HAKO_PROXY_PORT, cfg.HAKO_PROXY_PORT_COUNT);
-        await this.proxyReady;
-        proxy.register(sb.network.ip, sb.id, options.allow);
-        const ip = sb.network.ip;
-        sb.cleanup.push('proxy registration', () => proxy.unregister(ip), CONCURRENT);
-        for (const k of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy']) env[k] = proxy.url;
+      if (proxyUrl) {
+        for (const k of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy']) env[k] = proxyUrl;
       }
       // caller env last, but it cannot unset the basics
       for (const [k, v] of Object.entries(options.env)) env[k] = v;
 
-      // the host image gets a curated /etc with a few public host files bound in; an OCI image
-      // keeps its own /etc, with hako's files (accounts, hosts, resolver) written over it
-      const etcDir = join(sb.bundleDir, 'etc');
-      const isHostImage = image.digest === HOST_IMAGE_NAME;
-      const hostEtcBinds = isHostImage ? HOST_ETC_BINDS : [];
-      const base = isHostImage ? {} : await seedEtcFromImage(etcDir, join(image.rootfs, 'etc'));
-      await writeEtcDir(
-        etcDir,
-        { hostname: sb.id, uid, gid: uid, home: HOME, ip: sb.network?.ip },
-        hostEtcBinds,
-        base,
-      );
       const annotations: Record<string, string> = {
         [LABEL_CREATED_BY]: CREATED_BY_VALUE,
         [LABEL_ENV]: cfg.HAKO_ENV,
@@ -251,6 +255,23 @@ export class SandboxHost {
       }
       throw e;
     }
+  }
+
+  /**
+   * Network egress: CNI ADD into the sandbox's netns, the proxy listening on the gateway and the
+   * sandbox's address registered with its allowlist (each with its undo step). Returns the proxy URL.
+   */
+  private async attachEgress(sb: Sandbox): Promise<string> {
+    const cfg = this.d.config;
+    const { network, proxy } = await this.ensureEgress();
+    sb.network = await network.add(sb.name);
+    sb.cleanup.push('network', () => network.del(sb.name), CONCURRENT);
+    this.proxyReady ??= proxy.listen(network.gateway, cfg.HAKO_PROXY_PORT, cfg.HAKO_PROXY_PORT_COUNT);
+    await this.proxyReady;
+    const ip = sb.network.ip;
+    proxy.register(ip, sb.id, sb.options.allow);
+    sb.cleanup.push('proxy registration', () => proxy.unregister(ip), CONCURRENT);
+    return proxy.url;
   }
 
   /** Mirrors a host directory into the quota'd workspace, owned by the sandbox user. */
@@ -336,7 +357,10 @@ export class SandboxHost {
       opts.signal?.removeEventListener('abort', onAbort);
       // the runtime kept the container (run --keep): on cgroup v1 the OOM and pids counters live in
       // its child cgroup, so read them before the container is deleted
-      stats = await this.d.cgroups.stats(sb.name).catch(() => undefined);
+      // (only needed to explain a kill, unless the caller asks for them)
+      if (opts.collectStats || exitCode > 128 || signal !== null || outcome !== undefined) {
+        stats = await this.d.cgroups.stats(sb.name).catch(() => undefined);
+      }
       if (runtime.keepsContainerAfterRun) await this.deleteContainer(sb);
       else sb.containerDeleted = true;
     } finally {
