@@ -15,6 +15,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
         return 2;
       case 'image':
         return await (await import('./commands/image.js')).image(argv.slice(1), env);
+      case 'certs':
+        return await (await import('./commands/certs.js')).certs(argv.slice(1), env);
       case 'gc':
         return await (await import('./commands/gc.js')).gc(argv.slice(1), env);
       case 'doctor':

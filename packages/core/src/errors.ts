@@ -100,6 +100,12 @@ export const ERROR_CODES = {
     summary: 'The destination is not on the allowlist.',
   },
   WORKSPACE_INVALID: { grpc: 'INVALID_ARGUMENT', http: 400, summary: 'The workspace path is not usable.' },
+  TLS_FILES_EXIST: {
+    grpc: 'ALREADY_EXISTS',
+    http: 409,
+    summary: 'TLS files are already there (use --force to replace them).',
+  },
+  TLS_GENERATION_FAILED: { grpc: 'INTERNAL', http: 500, summary: 'Generating keys or certificates failed.' },
   INTERNAL: { grpc: 'INTERNAL', http: 500, summary: 'An unexpected internal error.' },
 } as const satisfies Record<string, CodeSpec>;
 
