@@ -10,6 +10,21 @@ import { OciCliRuntime } from '../../src/oci-runtime.js';
 
 const logger = pino({ level: 'silent' });
 
+/** A runtime that joins the sandbox cgroups, driving the fake binary in `dir`. */
+function joining(name: 'crun' | 'runsc', dir: string): OciCliRuntime {
+  return new OciCliRuntime({ name, binary: fakeRuntime(dir), root: '/r', logger, joinCgroups: true });
+}
+
+/** Runs `fn` with a fresh temporary directory, removed afterwards. */
+async function withTmp(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'hako-rt-'));
+  try {
+    await fn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** A fake runtime binary that records its argv and the files its pid was written to. */
 function fakeRuntime(dir: string): string {
   const bin = join(dir, 'crun');
@@ -18,16 +33,9 @@ function fakeRuntime(dir: string): string {
   return bin;
 }
 
-test('crun without cgroup management joins the given cgroup.procs files before it runs', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'hako-rt-'));
-  try {
-    const rt = new OciCliRuntime({
-      name: 'crun',
-      binary: fakeRuntime(dir),
-      root: '/r',
-      logger,
-      joinCgroups: true,
-    });
+test('crun without cgroup management joins the given cgroup.procs files before it runs', () =>
+  withTmp(async (dir) => {
+    const rt = joining('crun', dir);
     assert.equal(rt.keepsContainerAfterRun, false);
     const procs = [join(dir, 'memory.procs'), join(dir, 'pids procs with space')];
     const child = rt.run('c1', '/bundle', 'ignore', procs);
@@ -54,31 +62,18 @@ test('crun without cgroup management joins the given cgroup.procs files before i
       rt.kill('c1', 'TERM', true),
       (e: unknown) => e instanceof AppError && e.code === 'INVALID_ARGUMENT',
     );
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  }));
 
-test('a cgroup.procs write that fails stops the launch with 125 before the runtime runs', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'hako-rt-'));
-  try {
-    const rt = new OciCliRuntime({
-      name: 'crun',
-      binary: fakeRuntime(dir),
-      root: '/r',
-      logger,
-      joinCgroups: true,
-    });
+test('a cgroup.procs write that fails stops the launch with 125 before the runtime runs', () =>
+  withTmp(async (dir) => {
+    const rt = joining('crun', dir);
     const child = rt.run('c1', '/bundle', 'ignore', [join(dir, 'no/such/dir/cgroup.procs')]);
     const [code] = (await once(child, 'exit')) as [number];
     assert.equal(code, 125);
     assert.throws(() => readFileSync(join(dir, 'argv')), /ENOENT/);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  }));
 
-test('runc keeps its container after run and ignores cgroup files; only crun can join', () => {
+test('runc keeps its container after run and manages its own cgroups; it cannot join', () => {
   const rt = new OciCliRuntime({ name: 'runc', root: '/r', logger });
   assert.equal(rt.keepsContainerAfterRun, true);
   assert.throws(
@@ -87,16 +82,9 @@ test('runc keeps its container after run and ignores cgroup files; only crun can
   );
 });
 
-test('runsc on v1: cgroups ignored and joined; --network follows whether the spec joins a netns', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'hako-rt-'));
-  try {
-    const rt = new OciCliRuntime({
-      name: 'runsc',
-      binary: fakeRuntime(dir),
-      root: '/r',
-      logger,
-      joinCgroups: true,
-    });
+test('runsc on v1: cgroups ignored and joined; --network follows whether the spec joins a netns', () =>
+  withTmp(async (dir) => {
+    const rt = joining('runsc', dir);
     assert.equal(rt.keepsContainerAfterRun, false);
     const procs = [join(dir, 'memory.procs')];
     for (const [netns, mode] of [
@@ -126,7 +114,4 @@ test('runsc on v1: cgroups ignored and joined; --network follows whether the spe
         'c1',
       ]);
     }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  }));
