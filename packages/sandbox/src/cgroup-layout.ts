@@ -7,6 +7,7 @@ import { mkdir, readFile, readdir, rmdir, stat, writeFile } from 'node:fs/promis
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError } from '@hako/core';
+import { errnoOf } from './errno.js';
 import { NAME_PREFIX } from './names.js';
 
 export type CgroupMode = 'v1' | 'v2' | 'hybrid';
@@ -257,16 +258,12 @@ export function limitValues(limits: { memoryBytes: number; pids: number; cpus: n
 
 // ---------------------------------------------------------------- file helpers
 
-export function errno(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | undefined)?.code;
-}
-
 /** Reads a cgroup file, trimmed; undefined when it does not exist. */
 export async function readOptional(path: string): Promise<string | undefined> {
   try {
     return (await readFile(path, 'utf8')).trim();
   } catch (err) {
-    if (errno(err) === 'ENOENT') return undefined;
+    if (errnoOf(err) === 'ENOENT') return undefined;
     throw new AppError('CGROUP_FAILED', `reading ${path} failed: ${(err as Error).message}`, { cause: err });
   }
 }
@@ -277,7 +274,7 @@ export async function fileExists(path: string): Promise<boolean> {
     await stat(path);
     return true;
   } catch (err) {
-    if (errno(err) === 'ENOENT') return false;
+    if (errnoOf(err) === 'ENOENT') return false;
     throw new AppError('CGROUP_FAILED', `stat ${path} failed: ${(err as Error).message}`, { cause: err });
   }
 }
@@ -296,7 +293,7 @@ export async function mkdirCgroup(dir: string): Promise<void> {
   try {
     await mkdir(dir);
   } catch (err) {
-    if (errno(err) !== 'EEXIST') {
+    if (errnoOf(err) !== 'EEXIST') {
       throw new AppError('CGROUP_FAILED', `mkdir ${dir} failed: ${(err as Error).message}`, { cause: err });
     }
   }
@@ -310,7 +307,7 @@ export async function writeCgroupFile(path: string, value: string): Promise<void
     throw new AppError(
       'CGROUP_FAILED',
       `writing "${value}" to ${path} failed: ${(err as Error).message}` +
-        (errno(err) === 'EACCES' || errno(err) === 'EROFS' || errno(err) === 'EPERM'
+        (errnoOf(err) === 'EACCES' || errnoOf(err) === 'EROFS' || errnoOf(err) === 'EPERM'
           ? ' (hako needs root and a read-write cgroup filesystem)'
           : ''),
       { cause: err },
@@ -346,7 +343,7 @@ export async function childDirs(dir: string): Promise<string[]> {
     const entries = await readdir(dir, { withFileTypes: true });
     return entries.filter((e) => e.isDirectory()).map((e) => e.name);
   } catch (err) {
-    if (errno(err) === 'ENOENT') return [];
+    if (errnoOf(err) === 'ENOENT') return [];
     throw new AppError('CGROUP_FAILED', `listing ${dir} failed: ${(err as Error).message}`, { cause: err });
   }
 }
@@ -360,7 +357,7 @@ export async function subtreeDeepestFirst(dir: string): Promise<string[]> {
       const entries = await readdir(d, { withFileTypes: true });
       kids = entries.filter((e) => e.isDirectory()).map((e) => e.name);
     } catch (err) {
-      if (errno(err) === 'ENOENT') return false;
+      if (errnoOf(err) === 'ENOENT') return false;
       throw new AppError('CGROUP_FAILED', `listing ${d} failed: ${(err as Error).message}`, { cause: err });
     }
     for (const k of kids) await walk(join(d, k));
@@ -395,7 +392,7 @@ export function killPids(pids: Iterable<number>): number[] {
     try {
       process.kill(pid, 'SIGKILL');
     } catch (err) {
-      if (errno(err) !== 'ESRCH') throw err;
+      if (errnoOf(err) !== 'ESRCH') throw err;
     }
   }
   return refused;
@@ -420,7 +417,7 @@ export async function rmdirWithRetry(
         await rmdir(dir);
         break;
       } catch (err) {
-        const code = errno(err);
+        const code = errnoOf(err);
         if (code === 'ENOENT') break;
         if (code !== 'EBUSY' || Date.now() >= deadline) {
           failed.push({ dir, error: (err as Error).message });

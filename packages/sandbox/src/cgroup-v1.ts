@@ -18,11 +18,11 @@ import {
   childDirs,
   detectCgroupLayout,
   envCgroupRel,
-  errno,
   fileExists,
   keyedValue,
   killPids,
   limitValues,
+  mkdirCgroup,
   parseCgroupNumber,
   readOptional,
   readRequired,
@@ -31,10 +31,10 @@ import {
   sandboxCgroupRel,
   subtreeDeepestFirst,
   waitFor,
-  mkdirCgroup,
   writeCgroupFile,
 } from './cgroup-layout.js';
 import type { CgroupLayout } from './cgroup-layout.js';
+import { errnoOf } from './errno.js';
 import { NAME_PREFIX } from './names.js';
 
 export interface CgroupV1Options {
@@ -186,7 +186,7 @@ export class CgroupV1Manager implements CgroupManager {
         await this.makeLevel(envDir, join(envDir, name), mount === h.cpuset);
         return;
       } catch (err) {
-        if (!(err instanceof AppError && err.cause && errno(err.cause) === 'ENOENT')) throw err;
+        if (!(err instanceof AppError && err.cause && errnoOf(err.cause) === 'ENOENT')) throw err;
         this.envLevelsMade.delete(mount);
       }
     }
@@ -397,8 +397,8 @@ export class CgroupV1Manager implements CgroupManager {
       try {
         await rmdir(dir);
       } catch (err) {
-        if (errno(err) === 'ENOENT') continue;
-        if (errno(err) === 'EBUSY' || errno(err) === 'ENOTEMPTY') {
+        if (errnoOf(err) === 'ENOENT') continue;
+        if (errnoOf(err) === 'EBUSY' || errnoOf(err) === 'ENOTEMPTY') {
           allGone = false;
           continue;
         }

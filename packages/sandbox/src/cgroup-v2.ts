@@ -16,11 +16,11 @@ import {
   cgroupPids,
   childDirs,
   envCgroupRel,
-  errno,
   fileExists,
   keyedValue,
   killPids,
   limitValues,
+  mkdirCgroup,
   parseCgroupNumber,
   readOptional,
   readRequired,
@@ -29,9 +29,9 @@ import {
   sandboxCgroupRel,
   subtreeDeepestFirst,
   waitFor,
-  mkdirCgroup,
   writeCgroupFile,
 } from './cgroup-layout.js';
+import { errnoOf } from './errno.js';
 import { NAME_PREFIX } from './names.js';
 
 export interface CgroupV2Options {
@@ -276,8 +276,8 @@ export class CgroupV2Manager implements CgroupManager {
     try {
       await rmdir(dir);
     } catch (err) {
-      if (errno(err) === 'ENOENT') return true;
-      if (errno(err) === 'EBUSY' || errno(err) === 'ENOTEMPTY') return false;
+      if (errnoOf(err) === 'ENOENT') return true;
+      if (errnoOf(err) === 'EBUSY' || errnoOf(err) === 'ENOTEMPTY') return false;
       throw new AppError('CGROUP_FAILED', `rmdir ${dir} failed: ${(err as Error).message}`, { cause: err });
     }
     return true;

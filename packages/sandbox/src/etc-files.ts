@@ -1,5 +1,6 @@
 import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { errnoOf } from './errno.js';
 
 export interface EtcOptions {
   readonly hostname: string;
@@ -66,7 +67,7 @@ export async function seedEtcFromImage(dir: string, imageEtc: string): Promise<R
   try {
     await cp(imageEtc, dir, { recursive: true, verbatimSymlinks: true, errorOnExist: false, force: true });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    if (errnoOf(err) === 'ENOENT') return {};
     throw err;
   }
   const base: Record<string, string> = {};

@@ -46,6 +46,7 @@ import { AppError } from '@hako/core';
 import type { ErrorCode, Logger } from '@hako/core';
 import { HOST_IMAGE_NAME, ensureHostRootfs, hostImageRef } from './host-image.js';
 import type { HostLayoutEntry } from './host-image.js';
+import { errnoOf } from './errno.js';
 import { applyLayer, ensureDirInRoot } from './layer-unpack.js';
 import {
   MAX_CONFIG_BYTES,
@@ -111,11 +112,6 @@ interface ImageRecord {
   readonly config: ImageConfig;
 }
 
-function errnoCode(err: unknown): string | undefined {
-  const c = (err as NodeJS.ErrnoException | null)?.code;
-  return typeof c === 'string' ? c : undefined;
-}
-
 /**
  * Maps a store error to its AppError code. AppErrors pass through unchanged; `onMissing` is the
  * code for ENOENT (IMAGE_NOT_FOUND only where absence really means the image is not there).
@@ -136,7 +132,7 @@ export function classifyStoreError(
       },
     );
   }
-  const code = errnoCode(err);
+  const code = errnoOf(err);
   if (code === 'ENOENT') return new AppError(onMissing, `${context}: ${msg}`, { cause: err });
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
     return new AppError(
@@ -237,7 +233,7 @@ async function exists(path: string): Promise<boolean> {
     await lstat(path);
     return true;
   } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return false;
+    if (errnoOf(err) === 'ENOENT') return false;
     throw err;
   }
 }
@@ -339,7 +335,7 @@ export class LocalImageStore implements ImageStore {
     try {
       text = await readFile(this.refPath(name), 'utf8');
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return undefined;
+      if (errnoOf(err) === 'ENOENT') return undefined;
       throw classifyStoreError(err, `reading image ref "${name}"`);
     }
     const hex = DIGEST_RE.exec(text.trim())?.[1];
@@ -357,7 +353,7 @@ export class LocalImageStore implements ImageStore {
     try {
       files = await readdir(join(this.root, 'refs'));
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return [];
+      if (errnoOf(err) === 'ENOENT') return [];
       throw classifyStoreError(err, 'listing image refs');
     }
     const names: string[] = [];
@@ -408,7 +404,7 @@ export class LocalImageStore implements ImageStore {
       const st = await lstat(this.rootfsPath(hex));
       return st.isDirectory();
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return false;
+      if (errnoOf(err) === 'ENOENT') return false;
       throw classifyStoreError(err, `checking rootfs of sha256:${hex}`);
     }
   }
@@ -585,7 +581,7 @@ export class LocalImageStore implements ImageStore {
     try {
       await rename(path, trash);
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return;
+      if (errnoOf(err) === 'ENOENT') return;
       throw err;
     }
     await rm(trash, { recursive: true, force: true });
@@ -599,7 +595,7 @@ export class LocalImageStore implements ImageStore {
       const staged = await stat(stagedPath);
       if (st.isFile() && st.size === staged.size) return;
     } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw err;
+      if (errnoOf(err) !== 'ENOENT') throw err;
     }
     await chmod(stagedPath, 0o600);
     await rename(stagedPath, dest);
@@ -787,7 +783,7 @@ export class LocalImageStore implements ImageStore {
             await rm(this.refPath(n));
             removed++;
           } catch (err) {
-            if (errnoCode(err) !== 'ENOENT') throw err;
+            if (errnoOf(err) !== 'ENOENT') throw err;
           }
         }
         if (removed === 0 && !(byDigest !== undefined && (await exists(this.recordPath(byDigest))))) {
@@ -822,7 +818,7 @@ export class LocalImageStore implements ImageStore {
     try {
       return await readdir(join(this.root, rel));
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return [];
+      if (errnoOf(err) === 'ENOENT') return [];
       throw err;
     }
   }

@@ -22,7 +22,8 @@ import { AppError } from '@hako/core';
 import type { Logger } from '@hako/core';
 import { findMount, readMountInfo } from './mount-info.js';
 import { idFromName } from './names.js';
-import { assertQuotaBytes, assertQuotaName, errnoOf, hasTool, inodeLimitFor, runTool } from './quota-xfs.js';
+import { errnoOf } from './errno.js';
+import { assertQuotaBytes, assertQuotaName, hasTool, inodeLimitFor, runTool } from './quota-xfs.js';
 import type { QuotaManagerOptions } from './quota-xfs.js';
 import type { QuotaManager, QuotaUsage } from './types.js';
 

@@ -30,6 +30,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError } from '@hako/core';
 import type { ErrorCode, Logger } from '@hako/core';
+import { errnoOf } from './errno.js';
 import { findMount, readMountInfo } from './mount-info.js';
 import { idFromName } from './names.js';
 import type { QuotaManager, QuotaUsage } from './types.js';
@@ -48,10 +49,6 @@ export interface QuotaManagerOptions {
 
 /** PATH used for host tools, so a caller's trimmed PATH (no sbin) cannot hide mkfs or mount. */
 export const TOOL_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-
-export function errnoOf(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | undefined)?.code;
-}
 
 /**
  * Runs a host tool (argument array, no shell) with the C locale; resolves stdout. Fails with
