@@ -6,7 +6,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
@@ -167,10 +167,4 @@ export async function certsInit(opts: CertsInitOptions): Promise<string[]> {
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
-}
-
-/** For tests and doctor: the TLS files missing from `dir`. */
-export async function missingTlsFiles(dir: string): Promise<string[]> {
-  const have = new Set(await readdir(dir).catch(() => [] as string[]));
-  return Object.values(TLS_FILES).filter((f) => !have.has(f));
 }

@@ -8,6 +8,7 @@ const USAGE = 'usage: hako certs init --dir DIR [--host NAME|IP]... [--days 825]
 
 export async function certs(argv: readonly string[], _env: EnvRecord): Promise<number> {
   let parsed;
+  let days: number;
   try {
     parsed = parseFlags(
       argv,
@@ -27,8 +28,9 @@ export async function certs(argv: readonly string[], _env: EnvRecord): Promise<n
     if (parsed.rest[0] !== 'init' || parsed.rest.length !== 1) throw new UsageError('expected: certs init');
     if (typeof parsed.flags.dir !== 'string' || parsed.flags.dir === '')
       throw new UsageError('--dir is required');
-    const days = parsed.flags.days === undefined ? '825' : String(parsed.flags.days);
-    if (!/^\d+$/.test(days)) throw new UsageError(`--days must be a whole number, not "${days}"`);
+    const daysFlag = parsed.flags.days === undefined ? '825' : String(parsed.flags.days);
+    if (!/^\d+$/.test(daysFlag)) throw new UsageError(`--days must be a whole number, not "${daysFlag}"`);
+    days = Number(daysFlag);
   } catch (e) {
     if (e instanceof UsageError) {
       process.stderr.write(`hako certs: ${e.message}\n${USAGE}`);
@@ -41,7 +43,7 @@ export async function certs(argv: readonly string[], _env: EnvRecord): Promise<n
     const written = await certsInit({
       dir: parsed.flags.dir,
       hosts,
-      days: Number(parsed.flags.days ?? 825),
+      days,
       force: parsed.flags.force === true,
     });
     for (const f of written) process.stdout.write(`wrote ${f}\n`);
