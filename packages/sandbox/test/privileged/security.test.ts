@@ -1213,7 +1213,10 @@ for k in kids: os.waitpid(k, 0)
     let done = false;
     void bomb.finally(() => (done = true));
     while (!done) {
-      for (const f of cgroupFiles('pids.current')) {
+      // pids.peak (kernel 6.1+) keeps the high-water mark between samples; the bomb's bursts are
+      // shorter than the sampling interval, so pids.current alone can miss them
+      const peaks = cgroupFiles('pids.peak');
+      for (const f of peaks.length > 0 ? peaks : cgroupFiles('pids.current')) {
         maxPids = Math.max(maxPids, Number(readFileSync(f, 'utf8').trim()) || 0);
       }
       const s = Date.now();
