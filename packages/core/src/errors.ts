@@ -106,6 +106,55 @@ export const ERROR_CODES = {
     summary: 'TLS files are already there (use --force to replace them).',
   },
   TLS_GENERATION_FAILED: { grpc: 'INTERNAL', http: 500, summary: 'Generating keys or certificates failed.' },
+  PERMISSION_DENIED: {
+    grpc: 'PERMISSION_DENIED',
+    http: 403,
+    summary: "The caller may not act on this resource (another owner's sandbox).",
+  },
+  UNAUTHENTICATED: { grpc: 'UNAUTHENTICATED', http: 401, summary: 'Missing or wrong credentials.' },
+  INVOKE_TARGET_FORBIDDEN: {
+    grpc: 'PERMISSION_DENIED',
+    http: 403,
+    summary: 'InvokeWorker may call only a live hako sandbox of the caller, on the worker port.',
+  },
+  INVOKE_TIMEOUT: { grpc: 'DEADLINE_EXCEEDED', http: 504, summary: 'The worker did not answer in time.' },
+  INVOKE_RESPONSE_TOO_LARGE: {
+    grpc: 'RESOURCE_EXHAUSTED',
+    http: 502,
+    summary: 'The worker answered with more than the configured maximum response size.',
+  },
+  INVOKE_FAILED: { grpc: 'UNAVAILABLE', http: 502, summary: 'The worker could not be reached.' },
+  FILE_PATH_INVALID: {
+    grpc: 'INVALID_ARGUMENT',
+    http: 400,
+    summary: 'A file path leaves /workspace, crosses a symlink, or is malformed.',
+  },
+  FILE_NOT_FOUND: { grpc: 'NOT_FOUND', http: 404, summary: 'No such file in the workspace.' },
+  FILE_TOO_LARGE: {
+    grpc: 'RESOURCE_EXHAUSTED',
+    http: 413,
+    summary: 'A file or the whole transfer is over its size limit.',
+  },
+  EXEC_NOT_STARTED: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 409,
+    summary: 'An Exec stream must begin with a start message, once.',
+  },
+  POOL_EXHAUSTED: {
+    grpc: 'RESOURCE_EXHAUSTED',
+    http: 503,
+    summary: 'The node holds its maximum number of sandboxes.',
+  },
+  REGISTRY_AUTH_FAILED: {
+    grpc: 'UNAUTHENTICATED',
+    http: 502,
+    summary: 'The image registry refused the credentials.',
+  },
+  UPSTREAM_NOT_CONFIGURED: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 400,
+    summary: 'A named upstream (anthropic, bedrock) was requested but hakod has no credentials for it.',
+  },
   INTERNAL: { grpc: 'INTERNAL', http: 500, summary: 'An unexpected internal error.' },
 } as const satisfies Record<string, CodeSpec>;
 
