@@ -24,8 +24,12 @@ test('generated code in packages/proto/gen matches the .proto files (run `npm ru
   const out = mkdtempSync(join(tmpdir(), 'hako-proto-'));
   try {
     execFileSync(buf, ['generate', '-o', out], { cwd: protoDir, stdio: ['ignore', 'pipe', 'pipe'] });
-    const fresh = files(join(out, 'gen')).map((f) => relative(join(out, 'gen'), f)).sort();
-    const committed = files(join(protoDir, 'gen')).map((f) => relative(join(protoDir, 'gen'), f)).sort();
+    const fresh = files(join(out, 'gen'))
+      .map((f) => relative(join(out, 'gen'), f))
+      .sort();
+    const committed = files(join(protoDir, 'gen'))
+      .map((f) => relative(join(protoDir, 'gen'), f))
+      .sort();
     assert.deepEqual(committed, fresh, 'the set of generated files differs');
     for (const f of fresh) {
       const a = readFileSync(join(protoDir, 'gen', f), 'utf8');
