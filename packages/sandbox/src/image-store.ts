@@ -19,9 +19,14 @@
  * anything missing behind an existing ref are IMAGE_STORE_CORRUPT; other I/O errors are
  * IMAGE_STORE_IO. Nothing is ever reported as not-found unless it really is absent.
  *
- * Concurrency: mutations (import, rebuild, remove, prune) are serialised within one store instance.
- * Two processes importing into the same root at once are safe for different images; running
- * prune() in one process while another imports is not.
+ * Concurrency: mutations (import, rebuild, remove, prune, and the unpack-and-name step of a pull)
+ * are serialised within one store instance. A pull downloads outside that lock: each blob is
+ * verified in tmp/ and renamed into blobs/ at once, concurrent pulls of one blob share a single
+ * download, and prune() keeps the blobs an unfinished pull needs. Two processes importing into the
+ * same root at once are safe for different images; running prune() in one process while another
+ * imports or pulls is not.
+ *
+ * Pulling (pull(), ensureImage()): see registry-client.ts for the transport, auth and error codes.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -49,6 +54,13 @@ import type { HostLayoutEntry } from './host-image.js';
 import { errnoOf } from './errno.js';
 import { applyLayer, ensureDirInRoot } from './layer-unpack.js';
 import {
+  RegistryClient,
+  isPullableReference,
+  parseImageReference,
+  selectIndexManifest,
+} from './registry-client.js';
+import type { ImageReference, RegistrySettings } from './registry-client.js';
+import {
   MAX_CONFIG_BYTES,
   checkStaged,
   descriptorName,
@@ -64,8 +76,8 @@ import {
   selectPlatformManifest,
   selectTopDescriptor,
 } from './oci-layout.js';
-import type { Descriptor, Platform, StagedLayout } from './oci-layout.js';
-import type { ImageConfig, ImageRef, ImageStore } from './types.js';
+import type { Descriptor, ImageManifest, ParsedImageConfig, Platform, StagedLayout } from './oci-layout.js';
+import type { ImageConfig, ImageRef, ImageStore, PullOptions, PullProgress } from './types.js';
 
 /** Directories created in every unpacked OCI rootfs so a read-only rootfs can be mounted on. */
 export const IMAGE_MOUNT_POINTS: readonly { readonly path: string; readonly mode: number }[] = [
@@ -94,7 +106,12 @@ export interface LocalImageStoreOptions {
   readonly logger: Logger;
   /** Platform to pick from multi-platform images; default this host's (linux/amd64 here). */
   readonly platform?: Platform;
+  /** How pull() talks to registries (insecure registries, timeouts); defaults when absent. */
+  readonly registry?: RegistrySettings;
 }
+
+/** Blob download progress is reported at most once per this many bytes (plus start and end). */
+const PROGRESS_STEP_BYTES = 1024 * 1024;
 
 interface LayerRecord {
   readonly digest: string;
@@ -270,14 +287,20 @@ export class LocalImageStore implements ImageStore {
   private readonly hostDir: string;
   private readonly logger: Logger;
   private readonly platform: Platform;
+  private readonly registry: RegistrySettings;
   private queue: Promise<void> = Promise.resolve();
   private hostReady: Promise<HostLayoutEntry[]> | undefined;
+  /** hex -> the download of that blob into the store, shared by concurrent pulls. */
+  private readonly downloads = new Map<string, Promise<void>>();
+  /** hex -> how many unfinished pulls need the blob; prune() keeps these. */
+  private readonly pinned = new Map<string, number>();
 
   constructor(options: LocalImageStoreOptions) {
     this.root = options.root;
     this.hostDir = options.hostRootfsDir ?? join(options.root, 'host-rootfs');
     this.logger = options.logger;
     this.platform = options.platform ?? hostPlatform();
+    this.registry = options.registry ?? {};
   }
 
   // ------------------------------------------------------------ paths
@@ -521,9 +544,11 @@ export class LocalImageStore implements ImageStore {
     record: ImageRecord,
     blob: (hex: string) => string,
     mismatch: ErrorCode,
+    onLayer?: (digest: string) => void,
   ): Promise<void> {
     await mkdir(rootfs, { mode: 0o755 });
     for (const [i, layer] of record.layers.entries()) {
+      onLayer?.(layer.digest);
       const path = blob(layer.digest.slice('sha256:'.length));
       const kind = await sniff(path);
       if (kind === 'zstd') {
@@ -672,6 +697,25 @@ export class LocalImageStore implements ImageStore {
     return selectPlatformManifest(entries, this.platform, `image index ${top.digest}`);
   }
 
+  /** IMAGE_INVALID unless the config is for this platform and has a diff_id per layer. */
+  private checkConfigFits(parsed: ParsedImageConfig, manifest: ImageManifest): void {
+    if (
+      (parsed.os !== undefined && parsed.os !== this.platform.os) ||
+      (parsed.architecture !== undefined && parsed.architecture !== this.platform.architecture)
+    ) {
+      throw new AppError(
+        'IMAGE_INVALID',
+        `image is for ${parsed.os ?? '?'}/${parsed.architecture ?? '?'}, this host runs ${this.platform.os}/${this.platform.architecture}`,
+      );
+    }
+    if (parsed.diffIds.length !== manifest.layers.length) {
+      throw new AppError(
+        'IMAGE_INVALID',
+        `image config lists ${parsed.diffIds.length} diff_ids for ${manifest.layers.length} layers`,
+      );
+    }
+  }
+
   private async importStaged(tarPath: string, name: string | undefined, staging: string): Promise<ImageRef> {
     const blobDir = join(staging, 'blobs');
     await mkdir(blobDir, { mode: 0o700 });
@@ -688,21 +732,7 @@ export class LocalImageStore implements ImageStore {
       await readStagedJson(configBlob, manifest.config, 'config', MAX_CONFIG_BYTES),
       `image config ${manifest.config.digest}`,
     );
-    if (
-      (parsed.os !== undefined && parsed.os !== this.platform.os) ||
-      (parsed.architecture !== undefined && parsed.architecture !== this.platform.architecture)
-    ) {
-      throw new AppError(
-        'IMAGE_INVALID',
-        `image is for ${parsed.os ?? '?'}/${parsed.architecture ?? '?'}, this host runs ${this.platform.os}/${this.platform.architecture}`,
-      );
-    }
-    if (parsed.diffIds.length !== manifest.layers.length) {
-      throw new AppError(
-        'IMAGE_INVALID',
-        `image config lists ${parsed.diffIds.length} diff_ids for ${manifest.layers.length} layers`,
-      );
-    }
+    this.checkConfigFits(parsed, manifest);
     manifest.layers.forEach((l, i) => checkStaged(layout, l, `layer ${i}`));
 
     const imageName = name ?? descriptorName(top);
@@ -759,6 +789,236 @@ export class LocalImageStore implements ImageStore {
       'image imported',
     );
     return this.toRef(imageName, hex, record);
+  }
+
+  // ------------------------------------------------------------ pulling
+
+  /**
+   * Pulls `ref` (`host[:port]/repository[:tag|@sha256:<hex>]`) from its registry and stores it
+   * under the name `ref` exactly as written. Follows one level of image index (this host's
+   * platform), fetches the config and layers the store does not hold yet (each verified against
+   * its descriptor's sha256 and size, IMAGE_DIGEST_MISMATCH otherwise, the partial download
+   * deleted), unpacks them like importLayout() and then names the image. Pulling an image that is
+   * already stored downloads only its manifest. Progress is reported through `opts.onProgress`
+   * (a throwing callback is logged and ignored). Codes: INVALID_ARGUMENT for a malformed
+   * reference, IMAGE_NOT_FOUND when the registry has no such manifest, REGISTRY_AUTH_FAILED,
+   * IMAGE_PULL_FAILED (unreachable, timeout, 5xx, cancelled through `opts.signal`), IMAGE_INVALID,
+   * and the store's own codes.
+   */
+  async pull(ref: string, opts: PullOptions = {}): Promise<ImageRef> {
+    if (ref === HOST_IMAGE_NAME)
+      throw new AppError(
+        'INVALID_ARGUMENT',
+        `"${HOST_IMAGE_NAME}" is the built-in image; it is never pulled`,
+      );
+    const target = parseImageReference(ref);
+    assertImageName(ref);
+    const progress = (p: PullProgress): void => {
+      try {
+        opts.onProgress?.(p);
+      } catch (err) {
+        this.logger.warn({ image: ref, err: (err as Error).message }, 'pull progress callback threw');
+      }
+    };
+    const client = new RegistryClient({ ...this.registry, logger: this.logger, auth: opts.auth });
+    const pins: string[] = [];
+    try {
+      return await this.pullWith(client, target, ref, opts.signal, progress, pins);
+    } catch (err) {
+      throw classifyStoreError(err, `pulling ${ref}`, 'IMAGE_STORE_IO');
+    } finally {
+      client.close();
+      for (const hex of pins) {
+        const n = (this.pinned.get(hex) ?? 1) - 1;
+        if (n <= 0) this.pinned.delete(hex);
+        else this.pinned.set(hex, n);
+      }
+    }
+  }
+
+  private async pullWith(
+    client: RegistryClient,
+    target: ImageReference,
+    name: string,
+    signal: AbortSignal | undefined,
+    progress: (p: PullProgress) => void,
+    pins: string[],
+  ): Promise<ImageRef> {
+    progress({ phase: 'resolving' });
+    await this.ensureDirs();
+    let fetched = await client.getManifest(target, undefined, { signal });
+    if (fetched.kind === 'index') {
+      const chosen = selectIndexManifest(
+        fetched.body,
+        this.platform,
+        `image index ${fetched.digest} of ${name}`,
+      );
+      fetched = await client.getManifest(target, chosen.digest, { signal, expectedSize: chosen.size });
+      if (fetched.kind !== 'manifest') {
+        throw new AppError(
+          'IMAGE_INVALID',
+          `the ${this.platform.os}/${this.platform.architecture} entry of ${name} is another image index; nested indexes are not supported`,
+        );
+      }
+    }
+    const manifest = parseManifest(fetched.body, `manifest ${fetched.digest} of ${name}`);
+    const hex = digestHex(fetched.digest) ?? '';
+    progress({ phase: 'manifest', digest: fetched.digest });
+    if (manifest.config.size > MAX_CONFIG_BYTES) {
+      throw new AppError(
+        'IMAGE_INVALID',
+        `image config ${manifest.config.digest} of ${name} is larger than ${MAX_CONFIG_BYTES} bytes`,
+      );
+    }
+    for (const d of [fetched.digest, manifest.config.digest, ...manifest.layers.map((l) => l.digest)]) {
+      const h = digestHex(d) ?? '';
+      if (pins.includes(h)) continue;
+      pins.push(h);
+      this.pinned.set(h, (this.pinned.get(h) ?? 0) + 1);
+    }
+
+    await this.storeBytes(hex, fetched.body);
+    await this.ensureBlob(client, target, manifest.config, signal, progress);
+    const parsed = parseImageConfig(
+      await readFile(this.blobPath(digestHex(manifest.config.digest) ?? '')),
+      `image config ${manifest.config.digest} of ${name}`,
+    );
+    this.checkConfigFits(parsed, manifest);
+    for (const layer of manifest.layers) await this.ensureBlob(client, target, layer, signal, progress);
+
+    const record: ImageRecord = {
+      schemaVersion: 1,
+      manifestDigest: fetched.digest,
+      configDigest: manifest.config.digest,
+      layers: manifest.layers.map((l) => ({ digest: l.digest, mediaType: l.mediaType, size: l.size })),
+      diffIds: parsed.diffIds,
+      config: parsed.config,
+    };
+    const ref = await this.exclusive(async () => {
+      if (signal?.aborted === true)
+        throw new AppError('IMAGE_PULL_FAILED', `pulling ${name}: the pull was cancelled`);
+      await this.checkBlobs(record, `pulling ${name}`);
+      let unpacked = false;
+      if (!(await this.isComplete(hex))) {
+        const staging = await mkdtemp(join(this.tmpDir, 'pull-'));
+        try {
+          const rootfs = join(staging, 'rootfs');
+          await this.buildRootfs(
+            rootfs,
+            record,
+            (h) => this.blobPath(h),
+            'IMAGE_DIGEST_MISMATCH',
+            (digest) => progress({ phase: 'unpacking', digest }),
+          );
+          await atomicWrite(this.recordPath(hex), `${JSON.stringify(record)}\n`);
+          await this.installRootfs(hex, rootfs);
+          unpacked = true;
+        } finally {
+          await rm(staging, { recursive: true, force: true });
+        }
+      } else {
+        await atomicWrite(this.recordPath(hex), `${JSON.stringify(record)}\n`);
+      }
+      const previous = await this.readRef(name).catch(() => undefined);
+      await atomicWrite(this.refPath(name), `${fetched.digest}\n`);
+      if (previous !== undefined && previous !== hex) {
+        this.logger.info(
+          { image: name, previous: `sha256:${previous}` },
+          'name moved to a new image; prune() removes the old one once unused',
+        );
+      }
+      this.logger.info(
+        { image: name, digest: fetched.digest, layers: record.layers.length, unpacked },
+        'image pulled',
+      );
+      return this.toRef(name, hex, record);
+    });
+    progress({ phase: 'done', digest: fetched.digest });
+    return ref;
+  }
+
+  /** True when blob `hex` is in the store with `size` bytes (blobs are verified on the way in). */
+  private async hasBlob(hex: string, size: number): Promise<boolean> {
+    try {
+      const st = await stat(this.blobPath(hex));
+      return st.isFile() && st.size === size;
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  /** Stores already-verified bytes (a manifest) as blob `hex`. */
+  private async storeBytes(hex: string, body: Buffer): Promise<void> {
+    if (await this.hasBlob(hex, body.length)) return;
+    const tmp = join(this.tmpDir, `blob-${hex.slice(0, 12)}-${randomBytes(6).toString('hex')}`);
+    try {
+      await writeFile(tmp, body, { mode: 0o600, flag: 'wx' });
+      await this.commitBlob(hex, tmp);
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+
+  /**
+   * Makes blob `desc` present in the store, downloading it unless it is there. Concurrent pulls of
+   * one blob share the download; when the shared download fails, each waiter tries on its own.
+   */
+  private async ensureBlob(
+    client: RegistryClient,
+    target: ImageReference,
+    desc: Descriptor,
+    signal: AbortSignal | undefined,
+    progress: (p: PullProgress) => void,
+  ): Promise<void> {
+    const hex = digestHex(desc.digest) ?? '';
+    for (;;) {
+      const running = this.downloads.get(hex);
+      if (running === undefined) break;
+      try {
+        await running;
+        return;
+      } catch {
+        // another pull's failure (its cancellation, say) is not ours: try ourselves
+      }
+    }
+    const mine = this.downloadBlob(client, target, desc, hex, signal, progress);
+    this.downloads.set(hex, mine);
+    try {
+      await mine;
+    } finally {
+      if (this.downloads.get(hex) === mine) this.downloads.delete(hex);
+    }
+  }
+
+  private async downloadBlob(
+    client: RegistryClient,
+    target: ImageReference,
+    desc: Descriptor,
+    hex: string,
+    signal: AbortSignal | undefined,
+    progress: (p: PullProgress) => void,
+  ): Promise<void> {
+    if (await this.hasBlob(hex, desc.size)) return;
+    const tmp = join(this.tmpDir, `blob-${hex.slice(0, 12)}-${randomBytes(6).toString('hex')}`);
+    const total = desc.size;
+    let reported = 0;
+    progress({ phase: 'blob', digest: desc.digest, bytesDone: 0, bytesTotal: total });
+    try {
+      await client.downloadBlob(target, desc, tmp, {
+        signal,
+        onBytes: (n) => {
+          if (n - reported >= PROGRESS_STEP_BYTES && n < total) {
+            reported = n;
+            progress({ phase: 'blob', digest: desc.digest, bytesDone: n, bytesTotal: total });
+          }
+        },
+      });
+      await this.commitBlob(hex, tmp);
+    } finally {
+      await rm(tmp, { force: true });
+    }
+    progress({ phase: 'blob', digest: desc.digest, bytesDone: total, bytesTotal: total });
   }
 
   // ------------------------------------------------------------ removing
@@ -864,7 +1124,7 @@ export class LocalImageStore implements ImageStore {
     }
     if (complete) {
       for (const f of await this.listDir(join('blobs', 'sha256'))) {
-        if (!used.has(f)) await rm(this.blobPath(f), { force: true, recursive: true });
+        if (!used.has(f) && !this.pinned.has(f)) await rm(this.blobPath(f), { force: true, recursive: true });
       }
     }
     const now = Date.now();
@@ -877,4 +1137,24 @@ export class LocalImageStore implements ImageStore {
     if (deleted.length > 0) this.logger.info({ deleted }, 'pruned unused images');
     return deleted;
   }
+}
+
+/**
+ * Returns image `ref`, pulling it first only when the store really lacks it: get() threw
+ * IMAGE_NOT_FOUND and `ref` names a registry host (`host[:port]/repo[:tag]`). Any other error from
+ * get() (IMAGE_STORE_PERMISSION, IMAGE_STORE_CORRUPT, IMAGE_STORE_IO, INVALID_ARGUMENT, …) is
+ * rethrown at once with its own code: a broken store is never papered over by a pull. A local name
+ * that is absent stays IMAGE_NOT_FOUND.
+ */
+export async function ensureImage(
+  store: Pick<ImageStore, 'get' | 'pull'>,
+  ref: string,
+  pullOpts?: PullOptions,
+): Promise<ImageRef> {
+  try {
+    return await store.get(ref);
+  } catch (err) {
+    if (!(err instanceof AppError) || err.code !== 'IMAGE_NOT_FOUND' || !isPullableReference(ref)) throw err;
+  }
+  return store.pull(ref, pullOpts);
 }

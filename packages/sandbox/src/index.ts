@@ -112,3 +112,25 @@ export {
   prefixMask,
 } from './ip-math.js';
 export type { Ipv4Cidr } from './ip-math.js';
+export { ensureImage } from './image-store.js';
+export {
+  RegistryClient,
+  parseImageReference,
+  isPullableReference,
+  formatReference,
+  isLoopbackHost,
+  parseWwwAuthenticate,
+  manifestKind,
+  selectIndexManifest,
+  MANIFEST_ACCEPT,
+  DOCKER_HUB_HOST,
+} from './registry-client.js';
+export type {
+  ImageReference,
+  AuthChallenge,
+  ManifestKind,
+  RegistrySettings,
+  RegistryClientOptions,
+  FetchedManifest,
+  BlobDownloadOptions,
+} from './registry-client.js';

@@ -155,6 +155,34 @@ export interface ImageRef {
   readonly binds: readonly { readonly destination: string; readonly source: string }[];
 }
 
+/** Progress of ImageStore.pull(), in this order: resolving, manifest, blob…, unpacking…, done. */
+export interface PullProgress {
+  /**
+   * `resolving`: contacting the registry; `manifest`: the image manifest was fetched (`digest` is
+   * the platform manifest's); `blob`: a config or layer is downloading (`bytesDone` of
+   * `bytesTotal`; blobs already in the store send no event); `unpacking`: a layer is being
+   * applied (`digest`); `done`: the image is stored (`digest` is the manifest's).
+   */
+  readonly phase: 'resolving' | 'manifest' | 'blob' | 'unpacking' | 'done';
+  readonly digest?: string;
+  readonly bytesDone?: number;
+  readonly bytesTotal?: number;
+}
+
+/** Registry credentials: sent as Basic auth, or to the registry's token service for a Bearer token. */
+export interface RegistryCredentials {
+  readonly username: string;
+  readonly password: string;
+}
+
+export interface PullOptions {
+  /** Used only when the registry asks (401); undefined means anonymous. */
+  readonly auth?: RegistryCredentials;
+  readonly onProgress?: (p: PullProgress) => void;
+  /** Aborting fails the pull with IMAGE_PULL_FAILED; nothing half-written is kept. */
+  readonly signal?: AbortSignal;
+}
+
 export interface ImageStore {
   /**
    * Looks an image up by name or digest. Throws IMAGE_NOT_FOUND only when it is really absent;
@@ -163,6 +191,15 @@ export interface ImageStore {
   get(ref: string): Promise<ImageRef>;
   /** Imports an OCI image layout tar, verifying every blob's digest, and unpacks it. */
   importLayout(tarPath: string, name?: string): Promise<ImageRef>;
+  /**
+   * Pulls `ref` (`host[:port]/repository[:tag|@sha256:…]`) from its registry and stores it under
+   * `ref`, as importLayout() would: picks this host's platform from an image index, downloads only
+   * the blobs the store lacks, verifies every digest (IMAGE_DIGEST_MISMATCH), unpacks, then names it.
+   * IMAGE_NOT_FOUND when the registry has no such manifest, REGISTRY_AUTH_FAILED when it refuses
+   * the credentials, IMAGE_PULL_FAILED when it cannot be reached or fails. Callers that only want
+   * an image present use ensureImage(), which never pulls over a store error.
+   */
+  pull(ref: string, opts?: PullOptions): Promise<ImageRef>;
   list(): Promise<ImageRef[]>;
   remove(ref: string): Promise<void>;
 }
