@@ -3,15 +3,22 @@
  * sandbox's traffic goes through. A sandbox is identified by the TCP source address of the
  * connection; each request is checked against that sandbox's allowlist (see egress-policy.ts) and
  * sent to the exact address that was resolved and checked, never looked up twice.
+ *
+ * It is also a reverse proxy for named upstreams (see upstreams.ts): a plain-HTTP request for
+ * `/_hako/upstream/{name}/…` (origin-form, or absolute-form naming the proxy itself, as a client
+ * that honours HTTP_PROXY sends it) from a sandbox registered with that upstream goes to hakod's
+ * configured base URL with the real credentials added. The allowlist does not apply there: the
+ * address is hakod's own config, and the sandbox only supplies the path and query.
  */
 import { lookup } from 'node:dns/promises';
-import { createServer, request as httpRequest } from 'node:http';
+import { Agent as HttpAgent, createServer, request as httpRequest } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { connect as netConnect } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { AppError, type Logger } from '@hako/core';
+import { AppError, type ErrorCode, type Logger } from '@hako/core';
 import {
   canonicalIp,
   classifyAddress,
@@ -23,6 +30,19 @@ import {
 } from './egress-policy.js';
 import type { AllowEntry } from './egress-policy.js';
 import type { EgressProxy } from './types.js';
+import {
+  authorizeUpstreamRequest,
+  parseUpstreamTarget,
+  resolveUpstreams,
+  upstreamNames,
+} from './upstreams.js';
+import type {
+  AuthorizedRequest,
+  ResolvedUpstream,
+  UpstreamName,
+  UpstreamTarget,
+  UpstreamsConfig,
+} from './upstreams.js';
 
 export interface HttpEgressProxyOptions {
   readonly logger: Logger;
@@ -30,17 +50,22 @@ export interface HttpEgressProxyOptions {
   readonly resolver?: (host: string) => Promise<string[]>;
   /** Budget for resolving a name and for each TCP connect attempt, in ms (default 10000). */
   readonly connectTimeoutMs?: number;
+  /**
+   * Named upstreams hakod holds credentials for (see upstreams.ts); checked here, CONFIG_INVALID
+   * when unusable. Undefined or empty: no sandbox can be given an upstream.
+   */
+  readonly upstreams?: UpstreamsConfig | undefined;
+  /** Largest request body sent to an upstream (it is buffered, to sign it); default 32 MiB, over it 413. */
+  readonly upstreamMaxBodyBytes?: number;
 }
 
-/**
- * What the proxy holds for one sandbox. Credential injection for known upstreams (the hakod issue)
- * will add an optional `upstreams` map here, passed as an optional fourth argument to register();
- * plain-HTTP requests already go through one place (forwardHttp) where it will apply.
- */
+/** What the proxy holds for one sandbox. */
 export interface EgressRegistration {
   readonly sourceIp: string;
   readonly sandboxId: string;
   readonly allowlist: readonly AllowEntry[];
+  /** Named upstreams this sandbox may reach through `/_hako/upstream/{name}/` (empty: none). */
+  readonly upstreams: readonly UpstreamName[];
 }
 
 /** Headers that describe one hop, never forwarded (RFC 9110 7.6.1), plus Proxy-*. */
@@ -60,6 +85,34 @@ const TUNNEL_LINGER_MS = 30_000;
 const REFUSE_LINGER_MS = 5_000;
 
 class ConnectTimeoutError extends Error {}
+class ClientGoneError extends Error {}
+
+/**
+ * Reads a request body into memory. Resolves 'too-large' as soon as it passes `max` bytes (the
+ * rest is discarded); rejects with ClientGoneError when the client goes away first.
+ */
+function readBody(req: IncomingMessage, max: number): Promise<Buffer | 'too-large'> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > max) {
+        req.off('data', onData);
+        req.resume();
+        resolve('too-large');
+        return;
+      }
+      chunks.push(chunk);
+    };
+    req.on('data', onData);
+    req.once('end', () => resolve(Buffer.concat(chunks)));
+    req.once('error', reject);
+    req.once('close', () => {
+      if (!req.complete) reject(new ClientGoneError('client closed the request early'));
+    });
+  });
+}
 
 function defaultResolver(host: string): Promise<string[]> {
   return lookup(host, { all: true, order: 'ipv4first' }).then((rs) => rs.map((r) => r.address));
@@ -118,6 +171,15 @@ const STATUS_TEXT: Readonly<Record<number, string>> = {
   504: 'Gateway Timeout',
 };
 
+/** The Anthropic API's error type for a status, so SDKs in the sandbox show the message. */
+const API_ERROR_TYPE: Readonly<Record<number, string>> = {
+  400: 'invalid_request_error',
+  403: 'permission_error',
+  413: 'request_too_large',
+};
+
+const DEFAULT_UPSTREAM_MAX_BODY = 32 * 1024 * 1024;
+
 /**
  * Answers a raw socket (CONNECT, malformed request) with an error and closes it. Unread input is
  * drained first so the close does not turn into a reset that loses the response.
@@ -154,6 +216,12 @@ export class HttpEgressProxy implements EgressProxy {
   private readonly logger: Logger;
   private readonly resolver: (host: string) => Promise<string[]>;
   private readonly connectTimeoutMs: number;
+  private readonly upstreams: ReadonlyMap<UpstreamName, ResolvedUpstream>;
+  private readonly upstreamsConfig: UpstreamsConfig | undefined;
+  private readonly upstreamMaxBodyBytes: number;
+  /** Connections to upstreams, kept alive between requests; destroyed by close(). */
+  private readonly httpAgent = new HttpAgent({ keepAlive: true });
+  private readonly httpsAgent = new HttpsAgent({ keepAlive: true });
   private readonly server: Server;
   /** Registered sandboxes by canonical source address. */
   private readonly sandboxes = new Map<string, EgressRegistration>();
@@ -166,6 +234,9 @@ export class HttpEgressProxy implements EgressProxy {
     this.logger = options.logger;
     this.resolver = options.resolver ?? defaultResolver;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+    this.upstreamsConfig = options.upstreams;
+    this.upstreams = resolveUpstreams(options.upstreams);
+    this.upstreamMaxBodyBytes = options.upstreamMaxBodyBytes ?? DEFAULT_UPSTREAM_MAX_BODY;
     this.server = createServer();
     this.server.on('connection', (socket: Socket) => {
       this.sockets.set(socket, socketIp(socket.remoteAddress ?? '') ?? '');
@@ -240,15 +311,23 @@ export class HttpEgressProxy implements EgressProxy {
 
   /**
    * Lets connections from `sourceIp` reach destinations matching `allowlist` (see
-   * parseAllowEntry; an empty list allows nothing). Throws INVALID_ARGUMENT on a malformed entry or
-   * source address, or when `sourceIp` is registered to another sandbox (unregister it first).
-   * Registering the same source and sandbox again replaces the allowlist for new requests.
+   * parseAllowEntry; an empty list allows nothing) and the named `upstreams` (see upstreams.ts;
+   * undefined or empty: none). Throws INVALID_ARGUMENT on a malformed entry, source address or
+   * unknown upstream name, or when `sourceIp` is registered to another sandbox (unregister it
+   * first); UPSTREAM_NOT_CONFIGURED for an upstream the proxy has no credentials for. Registering
+   * the same source and sandbox again replaces the allowlist and upstreams for new requests.
    */
-  register(sourceIp: string, sandboxId: string, allowlist: readonly string[]): void {
+  register(
+    sourceIp: string,
+    sandboxId: string,
+    allowlist: readonly string[],
+    upstreams: readonly string[] = [],
+  ): void {
     const ip = socketIp(sourceIp);
     if (!ip)
       throw new AppError('INVALID_ARGUMENT', `egress proxy: source "${sourceIp}" is not an IP address`);
     const entries = parseAllowlist(allowlist);
+    const names = upstreamNames(upstreams, this.upstreamsConfig);
     const existing = this.sandboxes.get(ip);
     if (existing && existing.sandboxId !== sandboxId) {
       throw new AppError(
@@ -256,7 +335,7 @@ export class HttpEgressProxy implements EgressProxy {
         `egress proxy: source ${ip} is registered to sandbox ${existing.sandboxId}; unregister it before registering ${sandboxId}`,
       );
     }
-    this.sandboxes.set(ip, { sourceIp: ip, sandboxId, allowlist: entries });
+    this.sandboxes.set(ip, { sourceIp: ip, sandboxId, allowlist: entries, upstreams: names });
   }
 
   /**
@@ -282,6 +361,8 @@ export class HttpEgressProxy implements EgressProxy {
       : Promise.resolve();
     for (const socket of this.sockets.keys()) socket.destroy();
     this.sockets.clear();
+    this.httpAgent.destroy();
+    this.httpsAgent.destroy();
     await closed;
     this.bound = undefined;
     this.listenUrl = '';
@@ -418,6 +499,11 @@ export class HttpEgressProxy implements EgressProxy {
       res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' });
       res.end(body);
     };
+    const direct = parseUpstreamTarget(req.url ?? '');
+    if (direct) {
+      await this.onUpstream(req, res, direct);
+      return;
+    }
     let url: URL | undefined;
     try {
       url = new URL(req.url ?? '');
@@ -431,6 +517,15 @@ export class HttpEgressProxy implements EgressProxy {
     }
     const host = url.hostname;
     const port = url.port === '' ? 80 : Number(url.port);
+    // A client that honours HTTP_PROXY asks the proxy for the proxy's own upstream URL.
+    const self = canonicalIp(host);
+    if (self && this.isSelf(self, port)) {
+      const route = parseUpstreamTarget(`${url.pathname}${url.search}`);
+      if (route) {
+        await this.onUpstream(req, res, route);
+        return;
+      }
+    }
     const verdict = await this.check(req.socket, host, port);
     if (!verdict.ok) {
       req.resume();
@@ -489,6 +584,171 @@ export class HttpEgressProxy implements EgressProxy {
       upstream.destroy();
     });
     req.pipe(out);
+  }
+
+  // ---------------------------------------------------------------- named upstreams
+
+  /**
+   * Answers a request for `/_hako/upstream/{name}/…`: only a sandbox registered with that upstream
+   * gets through; the body is read (up to upstreamMaxBodyBytes), credentials are added, and the
+   * answer streams back.
+   */
+  private async onUpstream(req: IncomingMessage, res: ServerResponse, route: UpstreamTarget): Promise<void> {
+    const sourceIp = socketIp(req.socket.remoteAddress ?? '') ?? String(req.socket.remoteAddress);
+    const reg = this.sandboxes.get(sourceIp);
+    const upstream = this.upstreams.get(route.name as UpstreamName);
+    if (!reg || !upstream || !reg.upstreams.includes(upstream.name)) {
+      const reason = !reg ? 'unknown source' : 'upstream not given to this sandbox';
+      this.logger.warn(
+        { sandboxId: reg?.sandboxId, sourceIp, upstream: route.name, reason },
+        'egress upstream denied',
+      );
+      req.resume();
+      const who = reg ? `sandbox ${reg.sandboxId}` : `${sourceIp} (not a registered sandbox)`;
+      this.upstreamError(
+        res,
+        403,
+        'EGRESS_DENIED',
+        `hako egress: ${who} may not use upstream "${route.name}"`,
+      );
+      return;
+    }
+    if (!route.ok) {
+      req.resume();
+      this.upstreamError(res, 400, 'INVALID_ARGUMENT', `hako egress: ${route.reason}`);
+      return;
+    }
+    const tooLarge = (): void =>
+      this.upstreamError(
+        res,
+        413,
+        'FILE_TOO_LARGE',
+        `hako egress: request bodies for upstreams are limited to ${this.upstreamMaxBodyBytes} bytes`,
+      );
+    if (Number(req.headers['content-length'] ?? 0) > this.upstreamMaxBodyBytes) {
+      req.resume();
+      tooLarge();
+      return;
+    }
+    let body: Buffer | 'too-large';
+    try {
+      body = await readBody(req, this.upstreamMaxBodyBytes);
+    } catch {
+      res.destroy();
+      return;
+    }
+    if (body === 'too-large') {
+      tooLarge();
+      return;
+    }
+    // Registration may have changed while the body arrived (unregister also closes the socket).
+    if (res.destroyed || !this.sandboxes.get(sourceIp)?.upstreams.includes(upstream.name)) {
+      if (!res.destroyed) this.upstreamError(res, 403, 'EGRESS_DENIED', 'hako egress: registration changed');
+      return;
+    }
+    const authorized = await authorizeUpstreamRequest(upstream, {
+      method: req.method ?? 'GET',
+      path: route.path,
+      query: route.query,
+      headers: endToEndHeaders(req.rawHeaders, req.headers),
+      body,
+    });
+    this.sendUpstream(res, reg, upstream, req.method ?? 'GET', authorized, body);
+  }
+
+  /** Sends an authorised request to `upstream` and streams the answer (SSE included) back. */
+  private sendUpstream(
+    res: ServerResponse,
+    reg: EgressRegistration,
+    upstream: ResolvedUpstream,
+    method: string,
+    authorized: AuthorizedRequest,
+    body: Buffer,
+  ): void {
+    const https = upstream.protocol === 'https:';
+    const log = {
+      sandboxId: reg.sandboxId,
+      upstream: upstream.name,
+      method,
+      path: authorized.path.split('?')[0],
+    };
+    const out = (https ? httpsRequest : httpRequest)({
+      host: upstream.hostname,
+      port: upstream.port,
+      method,
+      path: authorized.path,
+      headers: authorized.headers.flat(),
+      setHost: false,
+      agent: https ? this.httpsAgent : this.httpAgent,
+    });
+    // Bound the lookup, connect and TLS handshake; an answer may then take as long as it takes.
+    out.on('socket', (socket: Socket) => {
+      if (!socket.connecting) return;
+      const timer = setTimeout(
+        () => out.destroy(new ConnectTimeoutError(`timed out after ${this.connectTimeoutMs}ms`)),
+        this.connectTimeoutMs,
+      );
+      const clear = (): void => clearTimeout(timer);
+      socket.once(https ? 'secureConnect' : 'connect', clear);
+      socket.once('close', clear);
+    });
+    out.on('response', (answer: IncomingMessage) => {
+      this.logger.debug({ ...log, status: answer.statusCode }, 'egress upstream answered');
+      res.writeHead(
+        answer.statusCode ?? 502,
+        answer.statusMessage,
+        endToEndHeaders(answer.rawHeaders, answer.headers).flat(),
+      );
+      // Each chunk is written as it arrives (no buffering): streamed answers stay streamed.
+      answer.pipe(res);
+      answer.on('error', () => res.destroy());
+    });
+    out.on('error', (err: Error) => {
+      const timeout = err instanceof ConnectTimeoutError;
+      const code = timeout ? 'ETIMEDOUT' : ((err as NodeJS.ErrnoException).code ?? err.message);
+      this.logger.info({ ...log, err: code }, 'egress upstream failed');
+      if (res.headersSent) res.destroy();
+      else
+        this.upstreamError(
+          res,
+          timeout ? 504 : 502,
+          undefined,
+          `hako egress: upstream ${upstream.name} failed (${code})`,
+        );
+    });
+    // The client went away before the exchange finished: drop the upstream request too.
+    res.on('close', () => {
+      if (!res.writableFinished) out.destroy();
+    });
+    out.end(body.length > 0 ? body : undefined);
+  }
+
+  /**
+   * An error from the upstream route, shaped like the Anthropic API's errors so SDKs in the sandbox
+   * show the message, with hako's code in the body and the `x-hako-error-code` header.
+   */
+  private upstreamError(
+    res: ServerResponse,
+    status: number,
+    code: ErrorCode | undefined,
+    message: string,
+  ): void {
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const body = JSON.stringify({
+      type: 'error',
+      error: { type: API_ERROR_TYPE[status] ?? 'api_error', message },
+      ...(code ? { code } : {}),
+    });
+    res.writeHead(status, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+      connection: 'close',
+      ...(code ? { 'x-hako-error-code': code } : {}),
+    });
+    res.end(body);
   }
 
   private internalError(err: unknown, socket: Duplex | undefined): void {

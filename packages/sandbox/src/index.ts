@@ -134,3 +134,23 @@ export type {
   FetchedManifest,
   BlobDownloadOptions,
 } from './registry-client.js';
+export {
+  UPSTREAM_NAMES,
+  UPSTREAM_PATH_PREFIX,
+  UPSTREAM_PLACEHOLDER_KEY,
+  upstreamEnv,
+  upstreamNames,
+  resolveUpstreams,
+  bedrockEndpoint,
+  parseUpstreamTarget,
+  authorizeUpstreamRequest,
+} from './upstreams.js';
+export type {
+  UpstreamName,
+  UpstreamsConfig,
+  AnthropicUpstreamConfig,
+  BedrockUpstreamConfig,
+  ResolvedUpstream,
+  UpstreamTarget,
+  AuthorizedRequest,
+} from './upstreams.js';

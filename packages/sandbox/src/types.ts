@@ -211,8 +211,18 @@ export interface EgressProxy {
   readonly url: string;
   /** Starts listening on `host`, on the first free port of [port, port+count). */
   listen(host: string, port: number, count: number): Promise<void>;
-  /** Allows `sourceIp` to reach destinations matching `allowlist` (host:port patterns). */
-  register(sourceIp: string, sandboxId: string, allowlist: readonly string[]): void;
+  /**
+   * Allows `sourceIp` to reach destinations matching `allowlist` (host:port patterns) and the named
+   * `upstreams` (`anthropic`, `bedrock`: reached through `{url}/_hako/upstream/{name}`, the proxy
+   * adding hakod's credentials; undefined or empty means none). Throws UPSTREAM_NOT_CONFIGURED for
+   * an upstream hakod has no credentials for.
+   */
+  register(
+    sourceIp: string,
+    sandboxId: string,
+    allowlist: readonly string[],
+    upstreams?: readonly string[],
+  ): void;
   unregister(sourceIp: string): void;
   close(): Promise<void>;
 }
