@@ -1,18 +1,8 @@
 /** The one place the CLI builds the sandbox host and its drivers from the configuration. */
-import { join } from 'node:path';
 import { createLogger, parseConfig, sandboxHostConfigSchema } from '@hako/core';
 import type { EnvRecord, Logger, SandboxHostConfig } from '@hako/core';
-import {
-  CniNetworkManager,
-  HttpEgressProxy,
-  LocalImageStore,
-  SandboxHost,
-  createQuotaManager,
-  chooseRuntime,
-  createCgroupManager,
-  createRuntime,
-  detectCgroupLayout,
-} from '@hako/sandbox';
+import { buildSandboxHost } from '@hako/sandbox';
+import type { CniNetworkManager, HttpEgressProxy, LocalImageStore, SandboxHost } from '@hako/sandbox';
 import type { RuntimeName } from '@hako/sandbox';
 
 export interface Wired {
@@ -37,47 +27,15 @@ export async function wireSandboxHost(
 ): Promise<Wired> {
   const config = loadConfig(env);
   const logger = createLogger({ level: config.HAKO_LOG_LEVEL, name: 'hako' });
-  const layout = await detectCgroupLayout();
-  const choice = await chooseRuntime(overrides.runtime ?? config.HAKO_RUNTIME, layout);
-  const cgroups = createCgroupManager(layout, { env: config.HAKO_ENV, logger });
-  const runtime = createRuntime(
-    choice,
-    join(config.HAKO_RUN_DIR, config.HAKO_ENV, `.${choice.name}`),
-    logger,
-    cgroups.version,
-  );
-  const quota = await createQuotaManager({
-    env: config.HAKO_ENV,
-    stateDir: config.HAKO_STATE_DIR,
-    volumeBytes: config.HAKO_QUOTA_VOLUME_SIZE,
-    logger,
-  });
-  const images = new LocalImageStore({ root: join(config.HAKO_STATE_DIR, 'images'), logger });
-  const network = new CniNetworkManager({
-    env: config.HAKO_ENV,
-    bridge: config.HAKO_BRIDGE,
-    subnet: config.CNI_SUBNET,
-    rangeStart: config.CNI_RANGE_START,
-    rangeEnd: config.CNI_RANGE_END,
-    gateway: config.CNI_GATEWAY,
-    pluginDirs: config.CNI_PLUGIN_DIRS.split(':').filter(Boolean),
-    stateDir: join(config.HAKO_STATE_DIR, 'cni'),
-    proxyPorts: { first: config.HAKO_PROXY_PORT, count: config.HAKO_PROXY_PORT_COUNT },
-    logger,
-  });
-  const proxy = new HttpEgressProxy({ logger });
-  const host = new SandboxHost({ config, runtime, cgroups, quota, images, network, proxy, logger });
+  const built = await buildSandboxHost(config, logger, { runtime: overrides.runtime });
   return {
     config,
-    host,
+    host: built.host,
     logger,
-    runtimeName: choice.name,
-    images,
-    network,
-    proxy,
-    close: async () => {
-      await proxy.close();
-      await quota.close();
-    },
+    runtimeName: built.runtimeName,
+    images: built.images,
+    network: built.network,
+    proxy: built.proxy,
+    close: () => built.close(),
   };
 }

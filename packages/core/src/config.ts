@@ -121,6 +121,12 @@ export const sandboxHostConfigSchema = z.object({
     .describe(
       'How many ports from HAKO_PROXY_PORT sandboxes may reach on the gateway (one per concurrent `hako sandbox run` process with egress; hakod uses the first).',
     ),
+  HAKO_INIT_BINARY: z
+    .string()
+    .default('/usr/bin/catatonit')
+    .describe(
+      "Static init binary bind-mounted read-only into long-lived sandboxes (hakod's) as their pid 1; it only reaps orphans. Debian package catatonit.",
+    ),
   HAKO_LOG_LEVEL: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
     .default('warn')

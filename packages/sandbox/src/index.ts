@@ -112,6 +112,8 @@ export {
   prefixMask,
 } from './ip-math.js';
 export type { Ipv4Cidr } from './ip-math.js';
+export { buildSandboxHost } from './host-factory.js';
+export type { BuiltSandboxHost } from './host-factory.js';
 export { ensureImage } from './image-store.js';
 export {
   RegistryClient,

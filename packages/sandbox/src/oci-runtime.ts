@@ -36,14 +36,27 @@ export interface Runtime {
    * (see OciCliRuntime's joinCgroups) moves itself there before it starts; others ignore them.
    */
   run(id: string, bundle: string, stdio: StdioOptions, cgroupProcs?: readonly string[]): ChildProcess;
+  /**
+   * Creates and starts the bundle's process in the background and returns once it runs (`run
+   * --detach`); the container then lives until kill()/delete(). Its stdio is /dev/null.
+   * `cgroupProcs` as for run().
+   */
+  runDetached(id: string, bundle: string, cgroupProcs?: readonly string[]): Promise<void>;
   /** Creates the container (its init process waits for start()). Call start() next. */
   create(id: string, bundle: string): Promise<void>;
   start(id: string): Promise<void>;
   /**
    * Runs another process inside a created or running container; `processJson` is an OCI process
-   * file. `cgroupProcs` as for run().
+   * file. `cgroupProcs` as for run(). With `pidFile`, the runtime writes the process's host pid there
+   * once it has started. The child's exit code is the process's (128+n when killed by signal n).
    */
-  exec(id: string, processJson: string, stdio: StdioOptions, cgroupProcs?: readonly string[]): ChildProcess;
+  exec(
+    id: string,
+    processJson: string,
+    stdio: StdioOptions,
+    cgroupProcs?: readonly string[],
+    pidFile?: string,
+  ): ChildProcess;
   /** Sends a signal to the init process, or with `all` to every process of the container. */
   kill(id: string, signal: string, all?: boolean): Promise<void>;
   /** Deletes the container. With `force`, kills it first. A container that does not exist is not an error. */
@@ -168,6 +181,39 @@ export class OciCliRuntime implements Runtime {
     );
   }
 
+  runDetached(id: string, bundle: string, cgroupProcs?: readonly string[]): Promise<void> {
+    this.logger.debug({ id, bundle, runtime: this.name }, 'runtime run --detach');
+    const child = this.spawnRuntime(
+      [...this.global(), ...this.bundleFlags(bundle), 'run', '--detach', '--bundle', bundle, id],
+      ['ignore', 'ignore', 'pipe'],
+      cgroupProcs,
+    );
+    return new Promise((resolve, reject) => {
+      let stderr = '';
+      child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      child.once('error', (err) =>
+        reject(
+          new AppError('RUNTIME_UNAVAILABLE', `cannot start ${this.name}: ${err.message}`, { cause: err }),
+        ),
+      );
+      // 'exit', not 'close': the container's init inherits the runtime's stdio, so the stderr pipe
+      // stays open for the sandbox's life. Our end is closed once the runtime is done; the init's
+      // end then only gets EPIPE.
+      child.once('exit', (code) => {
+        const done = (): void => {
+          child.stderr?.destroy();
+          if (code === 0) resolve();
+          else {
+            const msg = stderr.trim().split('\n').slice(-3).join(' ');
+            reject(new AppError('RUNTIME_FAILED', `${this.name} run --detach failed (exit ${code}): ${msg}`));
+          }
+        };
+        // let what the runtime wrote before it exited be read first
+        setImmediate(done);
+      });
+    });
+  }
+
   async create(id: string, bundle: string): Promise<void> {
     await run(this.binary, [...this.global(), ...this.bundleFlags(bundle), 'create', '--bundle', bundle, id]);
   }
@@ -176,8 +222,19 @@ export class OciCliRuntime implements Runtime {
     await run(this.binary, [...this.global(), 'start', id]);
   }
 
-  exec(id: string, processJson: string, stdio: StdioOptions, cgroupProcs?: readonly string[]): ChildProcess {
-    return this.spawnRuntime([...this.global(), 'exec', '--process', processJson, id], stdio, cgroupProcs);
+  exec(
+    id: string,
+    processJson: string,
+    stdio: StdioOptions,
+    cgroupProcs?: readonly string[],
+    pidFile?: string,
+  ): ChildProcess {
+    const pid = pidFile ? ['--pid-file', pidFile] : [];
+    return this.spawnRuntime(
+      [...this.global(), 'exec', ...pid, '--process', processJson, id],
+      stdio,
+      cgroupProcs,
+    );
   }
 
   async kill(id: string, signal: string, all = false): Promise<void> {

@@ -1,4 +1,6 @@
 import { mkdir, rm, writeFile, readFile, readdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import type { ChildProcess, StdioOptions } from 'node:child_process';
@@ -6,7 +8,8 @@ import { AggregateAppError, AppError, toAppError } from '@hako/core';
 import type { Logger, SandboxHostConfig } from '@hako/core';
 import { Sandbox } from './sandbox.js';
 import type { SandboxOptions } from './sandbox.js';
-import { buildOciSpec } from './oci-spec.js';
+import { buildOciSpec, buildProcess } from './oci-spec.js';
+import type { BindMount } from './oci-spec.js';
 import { HOST_IMAGE_NAME } from './host-image.js';
 import { HOST_ETC_BINDS, seedEtcFromImage, writeEtcDir } from './etc-files.js';
 import {
@@ -18,14 +21,16 @@ import {
   newSandboxId,
   resourceName,
 } from './names.js';
-import type { Runtime } from './oci-runtime.js';
+import type { ContainerState, Runtime } from './oci-runtime.js';
 import type {
   CgroupManager,
   CgroupStats,
   EgressProxy,
   ImageStore,
+  NetworkAttachment,
   NetworkManager,
   QuotaManager,
+  QuotaUsage,
 } from './types.js';
 
 export interface SandboxHostDeps {
@@ -68,7 +73,43 @@ export interface RunOptions {
 }
 
 const HOME = '/home/sandbox';
+
+/** Where a long-lived sandbox's init (catatonit, bind-mounted read-only from the host) is. */
+export const SANDBOX_INIT_PATH = '/dev/.hako-init';
+
+/** A process to run in a started sandbox (SandboxHost.exec). */
+export interface ExecProcess {
+  readonly args: readonly string[];
+  /** On top of the sandbox's environment (same names replace it). */
+  readonly env: Readonly<Record<string, string>>;
+  /** Absolute path inside the sandbox. */
+  readonly cwd: string;
+  /** Default: the sandbox user. 0 is refused. */
+  readonly uid?: number | undefined;
+  readonly gid?: number | undefined;
+  /** Whether stdin is a pipe (else /dev/null). */
+  readonly stdin: boolean;
+}
+
+export interface ExecProcessHandle {
+  /** The runtime's exec process: its exit code is the process's (128+n when killed by signal n). */
+  readonly child: ChildProcess;
+  /** The process's host pid once it started; undefined when it exited before the pid was known. */
+  readonly pid: Promise<number | undefined>;
+}
+
+/** Polls the runtime's pid file until it appears (or the exec process exits). */
+async function readPidFile(path: string, exited: () => boolean): Promise<number | undefined> {
+  for (let delay = 1; ; delay = Math.min(delay * 2, 20)) {
+    const text = await readFile(path, 'utf8').catch(() => '');
+    const pid = Number.parseInt(text, 10);
+    if (Number.isSafeInteger(pid) && pid > 0) return pid;
+    if (exited()) return undefined;
+    await new Promise((r) => setTimeout(r, delay));
+  }
+}
 const OWNER_FILE = 'owner.json';
+const CGROUP_FILE = 'cgroup.json';
 
 function mib(bytes: number): string {
   return `${Math.round(bytes / 1024 / 1024)} MiB`;
@@ -139,7 +180,12 @@ export class SandboxHost {
    * Acquires every resource of a sandbox and writes its bundle, without starting it. The returned
    * sandbox is in state `creating`; run it with runPrepared() or destroy it with destroy().
    */
-  async prepare(options: SandboxOptions, args: readonly string[], cwd = '/workspace'): Promise<Sandbox> {
+  async prepare(
+    options: SandboxOptions,
+    args: readonly string[],
+    cwd = '/workspace',
+    extraBinds: readonly BindMount[] = [],
+  ): Promise<Sandbox> {
     const cfg = this.d.config;
     const id = newSandboxId();
     const sb = new Sandbox(id, resourceName(cfg.HAKO_ENV, id), options);
@@ -154,12 +200,13 @@ export class SandboxHost {
     }
     try {
       const image = await this.d.images.get(options.image);
+      sb.imageDigest = image.digest;
 
       // bundle directory (curated /etc, config.json, owner marker)
       sb.bundleDir = join(this.runDir, sb.name);
       await mkdir(sb.bundleDir, { mode: 0o700 });
       sb.cleanup.push('bundle', () => rm(sb.bundleDir, { recursive: true, force: true }), CONCURRENT);
-      await writeFile(join(sb.bundleDir, OWNER_FILE), JSON.stringify({ pid: process.pid }));
+      await writeFile(join(sb.bundleDir, OWNER_FILE), ownerRecord());
 
       // Independent resources are acquired concurrently; each pushes its undo as soon as it holds
       // it, so a failure of one still undoes the others. /etc needs the address (egress).
@@ -195,6 +242,8 @@ export class SandboxHost {
       const proxyUrl = await proxyUrlP;
       sb.workspaceDir = workspaceDir;
       sb.cgroupProcs = cg.procsFiles;
+      // for adopt(): a restarted hakod runs execs through the same cgroup.procs files
+      await writeFile(join(sb.bundleDir, CGROUP_FILE), JSON.stringify({ procsFiles: cg.procsFiles }));
 
       const env: Record<string, string> = {
         PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
@@ -214,12 +263,13 @@ export class SandboxHost {
         'hako.image': image.name,
       };
       for (const [k, v] of Object.entries(options.labels)) annotations[`hako.label.${k}`] = v;
+      sb.processEnv = [
+        ...image.config.env.filter((e) => !e.startsWith('PATH=')),
+        ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+      ];
       const spec = buildOciSpec({
         args: args.length > 0 ? args : [...image.config.entrypoint, ...image.config.cmd],
-        env: [
-          ...image.config.env.filter((e) => !e.startsWith('PATH=')),
-          ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
-        ],
+        env: sb.processEnv,
         cwd,
         uid,
         gid: uid,
@@ -238,6 +288,7 @@ export class SandboxHost {
           ? cg.notJoined.map((rel) => `/sys/fs/cgroup/${rel}`)
           : [],
         annotations,
+        extraBinds,
       });
       await writeFile(join(sb.bundleDir, 'config.json'), JSON.stringify(spec));
       sb.cleanup.push('runtime container', () => this.deleteContainer(sb));
@@ -413,6 +464,150 @@ export class SandboxHost {
     sb.containerDeleted = true;
   }
 
+  /**
+   * Creates a long-lived sandbox: every resource as prepare(), then its init process (catatonit in
+   * pause mode, bind-mounted from the host at SANDBOX_INIT_PATH: it only reaps orphans) started in
+   * the background. Processes then run in it with exec(); destroy() ends it. A failed start leaves
+   * nothing behind.
+   */
+  async start(options: SandboxOptions): Promise<Sandbox> {
+    const init = this.d.config.HAKO_INIT_BINARY;
+    const sb = await this.prepare(options, [SANDBOX_INIT_PATH, '-P'], '/', [
+      { destination: SANDBOX_INIT_PATH, source: init, readonly: true },
+    ]);
+    try {
+      await this.d.runtime.runDetached(sb.name, sb.bundleDir, sb.cgroupProcs);
+      sb.transition('running');
+      return sb;
+    } catch (err) {
+      await this.destroy(sb).catch((e: unknown) =>
+        this.d.logger.error({ err: e, id: sb.id }, 'rollback after failed start had errors'),
+      );
+      throw toAppError(err, 'SANDBOX_CREATE_FAILED', 'starting the sandbox failed');
+    }
+  }
+
+  /**
+   * Runs a process in a started sandbox (see start()). The returned child is the runtime's exec
+   * process: stdio per `stdin` ('pipe' or /dev/null) and piped stdout/stderr; its exit code is the
+   * process's. `pid` resolves with the process's host pid once it has started (for signals), or
+   * undefined when it never started. The process file and pid file are removed once it exits.
+   */
+  exec(sb: Sandbox, p: ExecProcess): ExecProcessHandle {
+    if (sb.state !== 'running') {
+      throw new AppError('SANDBOX_STATE_INVALID', `sandbox ${sb.id} is ${sb.state}, not running`);
+    }
+    if (p.uid === 0 || p.gid === 0) {
+      throw new AppError('INVALID_ARGUMENT', 'processes in a sandbox never run as root (uid or gid 0)');
+    }
+    const env = new Map<string, string>();
+    for (const kv of [...sb.processEnv, ...Object.entries(p.env).map(([k, v]) => `${k}=${v}`)]) {
+      const i = kv.indexOf('=');
+      env.set(kv.slice(0, i), kv.slice(i + 1));
+    }
+    const tag = randomBytes(6).toString('hex');
+    const procFile = join(sb.bundleDir, `exec-${tag}.json`);
+    const pidFile = join(sb.bundleDir, `exec-${tag}.pid`);
+    const proc = buildProcess({
+      args: p.args,
+      env: [...env].map(([k, v]) => `${k}=${v}`),
+      cwd: p.cwd,
+      uid: p.uid ?? this.d.config.HAKO_SANDBOX_UID,
+      gid: p.gid ?? p.uid ?? this.d.config.HAKO_SANDBOX_UID,
+    });
+    // a small file on the run dir (tmpfs): written synchronously so the spawn follows at once
+    writeFileSync(procFile, JSON.stringify(proc), { mode: 0o600 });
+    const child = this.d.runtime.exec(
+      sb.name,
+      procFile,
+      [p.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+      sb.cgroupProcs,
+      pidFile,
+    );
+    let exited = false;
+    child.once('close', () => {
+      exited = true;
+      void rm(procFile, { force: true });
+      void rm(pidFile, { force: true });
+    });
+    return { child, pid: readPidFile(pidFile, () => exited) };
+  }
+
+  /**
+   * Whether the sandbox's last exec that ended with 137 was killed by the memory limit: reads the
+   * cgroup's OOM-kill count and compares it with the count seen before.
+   */
+  async oomKilledSinceLastCheck(sb: Sandbox): Promise<boolean> {
+    const stats = await this.d.cgroups.stats(sb.name);
+    const hit = stats.oomKills > sb.oomKillsSeen;
+    sb.oomKillsSeen = stats.oomKills;
+    return hit;
+  }
+
+  /** Freezes (true) or thaws (false) every process of a started sandbox. */
+  async setPaused(sb: Sandbox, paused: boolean): Promise<void> {
+    await this.d.cgroups.setFrozen(sb.name, paused);
+  }
+
+  /** cgroup counters and disk usage of a sandbox. */
+  async usage(sb: Sandbox): Promise<{ stats: CgroupStats; disk: QuotaUsage }> {
+    const [stats, disk] = await Promise.all([this.d.cgroups.stats(sb.name), this.d.quota.usage(sb.name)]);
+    return { stats, disk };
+  }
+
+  /** The runtime's view of the sandbox's container (undefined when it is gone). */
+  async containerState(sb: Sandbox): Promise<ContainerState | undefined> {
+    return this.d.runtime.state(sb.name);
+  }
+
+  /** The runtime's view of a container by resource name (reconcile, before a Sandbox exists). */
+  async containerStateByName(name: string): Promise<ContainerState | undefined> {
+    return this.d.runtime.state(name);
+  }
+
+  /**
+   * Replaces an egress sandbox's proxy policy (allowlist), e.g. when a warm sandbox is claimed.
+   * A sandbox without network is left alone.
+   */
+  setEgressPolicy(sb: Sandbox, allow: readonly string[]): void {
+    if (!sb.network || !this.d.proxy) return;
+    this.d.proxy.register(sb.network.ip, sb.id, allow);
+  }
+
+  /**
+   * Rebuilds the Sandbox object of a started sandbox this host left running (hakod restarted):
+   * its resources are found by name, and its cleanup stack undoes each of them by name. The caller
+   * has checked that the container runs. `network` is the lease it had, if any.
+   */
+  async adopt(id: string, options: SandboxOptions, network: NetworkAttachment | undefined): Promise<Sandbox> {
+    const cfg = this.d.config;
+    const sb = new Sandbox(id, resourceName(cfg.HAKO_ENV, id), options);
+    sb.bundleDir = join(this.runDir, sb.name);
+    sb.cleanup.push('bundle', () => rm(sb.bundleDir, { recursive: true, force: true }), CONCURRENT);
+    sb.cleanup.push('quota', () => this.d.quota.remove(sb.name), CONCURRENT);
+    sb.cleanup.push('cgroup', () => this.d.cgroups.remove(sb.name), CONCURRENT);
+    if (network && this.d.network && this.d.proxy) {
+      const { network: net, proxy } = await this.ensureEgress();
+      sb.network = network;
+      sb.cleanup.push('network', () => net.del(sb.name), CONCURRENT);
+      proxy.register(network.ip, sb.id, options.allow);
+      sb.cleanup.push('proxy registration', () => proxy.unregister(network.ip), CONCURRENT);
+    }
+    sb.cleanup.push('runtime container', () => this.deleteContainer(sb));
+    const spec = JSON.parse(await readFile(join(sb.bundleDir, 'config.json'), 'utf8')) as {
+      process: { env: string[] };
+    };
+    sb.processEnv = spec.process.env;
+    const cg = JSON.parse(await readFile(join(sb.bundleDir, CGROUP_FILE), 'utf8')) as {
+      procsFiles: string[];
+    };
+    sb.cgroupProcs = cg.procsFiles;
+    sb.workspaceDir = this.d.quota.pathFor(sb.name);
+    await writeFile(join(sb.bundleDir, OWNER_FILE), ownerRecord());
+    sb.transition('running');
+    return sb;
+  }
+
   /** prepare() then runPrepared(): one command in a fresh sandbox, destroyed afterwards. */
   async runOnce(options: SandboxOptions, args: readonly string[], opts: RunOptions): Promise<RunResult> {
     const sb = await this.prepare(options, args, opts.cwd);
@@ -453,20 +648,27 @@ export class SandboxHost {
    * (only those carrying hako's created-by annotation and this env's name prefix), cgroups, netns
    * and leases, quota directories and bundles. A sandbox whose owner is alive is left alone.
    */
-  async gc(opts: { dryRun: boolean }): Promise<GcReport> {
+  async gc(opts: { dryRun: boolean; keep?: ReadonlySet<string> }): Promise<GcReport> {
     const env = this.d.config.HAKO_ENV;
     const prefix = envPrefix(env);
-    const live = new Set<string>();
-    const bundles = await readdir(this.runDir).catch(() => [] as string[]);
-    for (const name of bundles) {
-      if (!name.startsWith(prefix)) continue;
+    const live = new Set<string>(opts.keep ?? []);
+    const bundles: string[] = [];
+    for (const name of await readdir(this.runDir).catch(() => [] as string[])) {
+      if (!idFromName(env, name)) continue;
       try {
         const owner = JSON.parse(await readFile(join(this.runDir, name, OWNER_FILE), 'utf8')) as {
           pid: number;
+          createdBy?: string;
         };
+        // a bundle is hako's when its owner record says so (older records carry only the pid)
+        if (owner.createdBy !== undefined && owner.createdBy !== CREATED_BY_VALUE) continue;
+        bundles.push(name);
         if (owner.pid !== process.pid && processAlive(owner.pid)) live.add(name);
-      } catch {
-        // no owner: orphan
+      } catch (err) {
+        // a bundle directory without a readable owner record: its create died before writing it
+        // (nothing else was acquired yet), or the directory is not hako's: only an empty one goes
+        if ((await readdir(join(this.runDir, name)).catch(() => ['?'])).length === 0) bundles.push(name);
+        else this.d.logger.warn({ name, err }, 'gc: bundle without an owner record left alone');
       }
     }
     const containers = (await this.d.runtime.list()).filter(
@@ -489,9 +691,17 @@ export class SandboxHost {
       containers.map((c) => c.id),
     );
     add('bundle', bundles);
+    // cgroups (under hako/{env}) and quota images (in the state dir) live in trees only hako
+    // writes. Network namespaces share /run/netns with everyone: one goes only with a container or
+    // bundle of hako's of the same name, so a foreign netns named like ours is left alone.
     add('cgroup', await this.d.cgroups.list());
     add('quota', await this.d.quota.list());
-    if (this.d.network) add('netns', await this.d.network.list());
+    const ours = new Set(found.keys());
+    if (this.d.network)
+      add(
+        'netns',
+        (await this.d.network.list()).filter((n) => ours.has(n)),
+      );
 
     const report: GcReport = { removed: [], failed: [], kept: [...live] };
     for (const [name, kinds] of found) {
@@ -524,6 +734,11 @@ export interface GcReport {
   removed: { name: string; kinds: string[] }[];
   failed: { name: string; errors: string[] }[];
   kept: string[];
+}
+
+/** The owner record in every bundle: who made it (the GC's label for bundles) and which process holds it. */
+function ownerRecord(): string {
+  return JSON.stringify({ pid: process.pid, createdBy: CREATED_BY_VALUE });
 }
 
 function fmtMs(ms: number): string {

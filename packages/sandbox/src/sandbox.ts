@@ -50,6 +50,12 @@ export class Sandbox {
   cgroupProcs: readonly string[] = [];
   /** Set once the runtime's container is deleted, so cleanup does not ask the runtime again. */
   containerDeleted = false;
+  /** The image's manifest digest (`host` for the built-in image). */
+  imageDigest = '';
+  /** The environment every process of the sandbox starts with (KEY=VALUE), as in its spec. */
+  processEnv: readonly string[] = [];
+  /** The sandbox cgroup's OOM-kill count when it was last read (to tell which exec an OOM hit). */
+  oomKillsSeen = 0;
 
   constructor(id: string, name: string, options: SandboxOptions) {
     this.id = id;

@@ -122,6 +122,8 @@ export interface QuotaManager {
    */
   create(name: string, bytes: number, uid: number, gid: number): Promise<string>;
   usage(name: string): Promise<QuotaUsage>;
+  /** The directory create() returns for `name` (whether or not it exists). */
+  pathFor(name: string): string;
   /** Removes the directory and clears its project quota. Idempotent. */
   remove(name: string): Promise<void>;
   /** Names of this env's quota directories. */
