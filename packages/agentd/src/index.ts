@@ -26,3 +26,39 @@ export type {
 } from './invoke-worker.js';
 export { AgentMetrics } from './metrics.js';
 export type { AgentMetricsOptions, MetricsCollectors, CountsByLabel, CreateSource } from './metrics.js';
+export {
+  agentConfigBaseSchema,
+  agentConfigSchema,
+  loadAgentConfig,
+  parseAgentListen,
+  isLoopbackListen,
+  formatAgentListen,
+  AGENT_TLS_DIR_FILES,
+} from './config.js';
+export type { AgentConfig, AgentListenAddress, AgentTlsFiles } from './config.js';
+export { toGrpcStatus, errorFromStatus } from './grpc-errors.js';
+export { DEFAULT_REQUEST_BOUNDS } from './grpc-validate.js';
+export type { RequestBounds } from './grpc-validate.js';
+export { createAgentService, sandboxToProto, MAX_CHUNK_BYTES } from './grpc-service.js';
+export type { AgentServiceOptions, AgentServiceParts, AgentServiceLimits } from './grpc-service.js';
+export { startAgentServer, AGENT_SERVICE_NAME } from './grpc-server.js';
+export type { StartAgentServerOptions, RunningAgentServer } from './grpc-server.js';
+export {
+  createAgentClient,
+  callUnary,
+  runExec,
+  readFilesTar,
+  writeFilesTar,
+  pullImageWithProgress,
+  CLIENT_TLS_FILES,
+} from './client.js';
+export type {
+  AgentClientOptions,
+  AgentClientTls,
+  UnaryMethod,
+  RequestOf,
+  ResponseOf,
+  CallHelperOptions,
+  ExecResult,
+  ExecHelperOptions,
+} from './client.js';

@@ -155,6 +155,11 @@ export const ERROR_CODES = {
     http: 400,
     summary: 'A named upstream (anthropic, bedrock) was requested but hakod has no credentials for it.',
   },
+  AGENT_UNAVAILABLE: {
+    grpc: 'UNAVAILABLE',
+    http: 503,
+    summary: 'hakod could not be reached, refused the TLS handshake, or did not answer in time.',
+  },
   INTERNAL: { grpc: 'INTERNAL', http: 500, summary: 'An unexpected internal error.' },
 } as const satisfies Record<string, CodeSpec>;
 
