@@ -7,7 +7,7 @@ import { constants as osConstants } from 'node:os';
 import { PassThrough } from 'node:stream';
 import { AppError, toAppError } from '@hako/core';
 import type { Logger } from '@hako/core';
-import { resourceName } from '@hako/sandbox';
+import { idFromName, resourceName } from '@hako/sandbox';
 import type { NetworkAttachment, Sandbox, SandboxHost, SandboxLimits, SandboxOptions } from '@hako/sandbox';
 import type {
   CreateInput,
@@ -619,7 +619,13 @@ export class SandboxManager {
       return { removed: [], failed: [], kept: [...keep] };
     }
     const r = await this.d.host.gc({ dryRun, keep });
-    if (!dryRun) this.d.observer?.gcResult(r.removed.length, r.failed.length);
+    if (dryRun) return r;
+    // a removed sandbox's record goes too (it belonged to a hakod that died or lost track of it)
+    for (const x of r.removed) {
+      const id = idFromName(this.d.config.env, x.name);
+      if (id !== undefined && !this.byId.has(id)) await this.d.records.remove(id);
+    }
+    this.d.observer?.gcResult(r.removed.length, r.failed.length);
     return r;
   }
 

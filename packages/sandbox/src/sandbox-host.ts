@@ -152,6 +152,8 @@ export class SandboxHost {
   private readonly runDir: string;
   private networkReady: Promise<void> | undefined;
   private proxyReady: Promise<void> | undefined;
+  /** Sandboxes this host is creating or holds, from prepare()/adopt() to destroy(): gc() spares them. */
+  private readonly held = new Set<string>();
 
   constructor(deps: SandboxHostDeps) {
     this.d = deps;
@@ -189,6 +191,7 @@ export class SandboxHost {
     const cfg = this.d.config;
     const id = newSandboxId();
     const sb = new Sandbox(id, resourceName(cfg.HAKO_ENV, id), options);
+    this.held.add(sb.name);
     const uid = cfg.HAKO_SANDBOX_UID;
     if (options.network === 'egress' && this.d.runtime.name === 'runsc') {
       // runsc's sandbox network (interfaces taken from the CNI netns) refuses to start on the gVisor
@@ -295,6 +298,7 @@ export class SandboxHost {
       return sb;
     } catch (err) {
       const errors = await sb.cleanup.run();
+      this.held.delete(sb.name);
       sb.transition('failed');
       const e = toAppError(err, 'SANDBOX_CREATE_FAILED', 'creating the sandbox failed');
       if (errors.length > 0) {
@@ -604,6 +608,7 @@ export class SandboxHost {
     sb.cgroupProcs = cg.procsFiles;
     sb.workspaceDir = this.d.quota.pathFor(sb.name);
     await writeFile(join(sb.bundleDir, OWNER_FILE), ownerRecord());
+    this.held.add(sb.name);
     sb.transition('running');
     return sb;
   }
@@ -633,6 +638,8 @@ export class SandboxHost {
       );
     }
     errors.push(...(await sb.cleanup.run()));
+    // what a failed step left is gc()'s to retry from now on
+    this.held.delete(sb.name);
     if (errors.length > 0) {
       sb.transition('failed');
       if (copyBack) errors.unshift(copyBack);
@@ -646,15 +653,16 @@ export class SandboxHost {
   /**
    * Removes what this env's sandboxes left behind when their owning process died: runtime containers
    * (only those carrying hako's created-by annotation and this env's name prefix), cgroups, netns
-   * and leases, quota directories and bundles. A sandbox whose owner is alive is left alone.
+   * and leases, quota directories and bundles. A sandbox whose owner is alive is left alone, and so
+   * is every sandbox this host is creating or holds (so a GC may run alongside creates).
    */
   async gc(opts: { dryRun: boolean; keep?: ReadonlySet<string> }): Promise<GcReport> {
     const env = this.d.config.HAKO_ENV;
     const prefix = envPrefix(env);
-    const live = new Set<string>(opts.keep ?? []);
+    const live = new Set<string>([...(opts.keep ?? []), ...this.held]);
     const bundles: string[] = [];
     for (const name of await readdir(this.runDir).catch(() => [] as string[])) {
-      if (!idFromName(env, name)) continue;
+      if (!idFromName(env, name) || this.held.has(name)) continue;
       try {
         const owner = JSON.parse(await readFile(join(this.runDir, name, OWNER_FILE), 'utf8')) as {
           pid: number;
@@ -671,16 +679,24 @@ export class SandboxHost {
         else this.d.logger.warn({ name, err }, 'gc: bundle without an owner record left alone');
       }
     }
-    const containers = (await this.d.runtime.list()).filter(
-      (c) =>
-        c.id.startsWith(prefix) &&
-        c.annotations[LABEL_CREATED_BY] === CREATED_BY_VALUE &&
-        idFromName(env, c.id),
-    );
+    // crun's `list` leaves the annotations out: read each candidate's from its state
+    const containers: ContainerState[] = [];
+    for (const c of await this.d.runtime.list()) {
+      if (!c.id.startsWith(prefix) || !idFromName(env, c.id)) continue;
+      let st: ContainerState | undefined = c;
+      if (Object.keys(c.annotations).length === 0) {
+        st = await this.d.runtime.state(c.id).catch((err: unknown) => {
+          this.d.logger.warn({ name: c.id, err }, 'gc: cannot read the container state; left alone');
+          return undefined;
+        });
+      }
+      if (st?.annotations[LABEL_CREATED_BY] === CREATED_BY_VALUE) containers.push(st);
+    }
     const found = new Map<string, Set<string>>();
     const add = (kind: string, names: string[]): void => {
       for (const n of names) {
-        if (!idFromName(env, n) || live.has(n)) continue;
+        // held is checked as each list comes in: a create that began after the scan started is held
+        if (!idFromName(env, n) || live.has(n) || this.held.has(n)) continue;
         let s = found.get(n);
         if (!s) found.set(n, (s = new Set()));
         s.add(kind);
