@@ -4,7 +4,6 @@
  * the backend; messages never echo more than a short prefix of what the caller sent.
  */
 import { constants as osConstants } from 'node:os';
-import { isIP } from 'node:net';
 import { AppError } from '@hako/core';
 import { assertSandboxId } from '@hako/sandbox';
 import { NetworkMode } from '@hako/proto';
@@ -314,7 +313,12 @@ export function readFilesFrom(
 
 export function invokeInputFrom(req: InvokeWorkerRequest, bounds: RequestBounds): InvokeInput {
   const ownerId = checkOwnerId(req.ownerId);
-  const containerId = checkSandboxId(req.containerId, 'container_id');
+  // container_id, or (seed compatibility) ip_address + port; which target is allowed is decided by
+  // resolveInvokeTarget (INVOKE_TARGET_FORBIDDEN), so an odd address is not an INVALID_ARGUMENT here
+  const rawId = str(req.containerId, 'container_id');
+  const rawIp = str(req.ipAddress, 'ip_address');
+  if (rawId === '' && rawIp === '') throw bad('container_id', 'is required (or ip_address and port)');
+  const containerId = rawId === '' ? '' : checkSandboxId(rawId, 'container_id');
   const path = str(req.path, 'path');
   if (path !== '' && (!path.startsWith('/') || path.length > 8192 || !PRINTABLE_RE.test(path))) {
     throw bad('path', 'must be an absolute request path of printable characters (at most 8192)');
@@ -334,9 +338,10 @@ export function invokeInputFrom(req: InvokeWorkerRequest, bounds: RequestBounds)
   if (body !== undefined && body.length > bounds.maxInvokeBodyBytes) {
     throw bad('body', `larger than ${bounds.maxInvokeBodyBytes} bytes`);
   }
-  const ipAddress = str(req.ipAddress, 'ip_address');
-  if (ipAddress !== '' && isIP(ipAddress) === 0)
-    throw bad('ip_address', `${quote(ipAddress)} is not an IP address`);
+  const ipAddress = rawIp;
+  if (ipAddress !== '' && (ipAddress.length > 64 || !PRINTABLE_RE.test(ipAddress))) {
+    throw bad('ip_address', 'must be printable and at most 64 characters');
+  }
   return {
     ownerId,
     containerId,

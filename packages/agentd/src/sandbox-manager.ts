@@ -177,6 +177,12 @@ export class SandboxManager {
     return m;
   }
 
+  /** Marks a sandbox active (an RPC reached it without going through lookup()). */
+  touch(id: string): void {
+    const m = this.byId.get(id);
+    if (m) m.lastActiveAtMs = Date.now();
+  }
+
   /** Live, claimed sandboxes (for InvokeWorker's target rules and metrics). */
   claimed(): {
     id: string;
@@ -424,6 +430,17 @@ export class SandboxManager {
     this.scheduleFill();
   }
 
+  /** Warm sandboxes per profile, labelled `image/cpus/memory/pids/disk/network` (for metrics). */
+  warmByProfile(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const p of this.pool.values()) {
+      const l = p.limits;
+      const label = `${p.image}/${l.cpus}cpu/${Math.round(l.memoryBytes / 2 ** 20)}MiB/${l.pids}pids/${Math.round(l.diskBytes / 2 ** 20)}MiB/${p.network}`;
+      out[label] = (out[label] ?? 0) + p.ready.length;
+    }
+    return out;
+  }
+
   warmCount(): number {
     let n = 0;
     for (const p of this.pool.values()) n += p.ready.length;
@@ -502,7 +519,6 @@ export class SandboxManager {
       stdin: input.stdin,
     });
     let reason: ExitReasonName | undefined;
-    let knownPid: number | undefined;
     const kill = (sig: NodeJS.Signals): void => {
       void pidP.then((pid) => {
         if (pid === undefined) return;
@@ -548,7 +564,7 @@ export class SandboxManager {
     // the pid is awaited below: pipe into our own streams now (pipe() keeps the backpressure)
     const stdout = child.stdout!.pipe(new PassThrough());
     const stderr = child.stderr!.pipe(new PassThrough());
-    knownPid = await pidP;
+    const knownPid = await pidP;
     return {
       pid: knownPid ?? 0,
       stdout,

@@ -573,9 +573,9 @@ export class SandboxHost {
    * Replaces an egress sandbox's proxy policy (allowlist), e.g. when a warm sandbox is claimed.
    * A sandbox without network is left alone.
    */
-  setEgressPolicy(sb: Sandbox, allow: readonly string[]): void {
+  setEgressPolicy(sb: Sandbox, allow: readonly string[], upstreams: readonly string[] = []): void {
     if (!sb.network || !this.d.proxy) return;
-    this.d.proxy.register(sb.network.ip, sb.id, allow);
+    this.d.proxy.register(sb.network.ip, sb.id, allow, upstreams);
   }
 
   /**

@@ -46,7 +46,7 @@ async function newManager(poolMin = 0): Promise<SandboxManager> {
     records,
     logger,
     upstreamEnv: () => ({}),
-    setEgressPolicy: (sb, allow) => b.host.setEgressPolicy(sb, allow),
+    setEgressPolicy: (sb, allow, up) => b.host.setEgressPolicy(sb, allow, up),
   });
   managers.push(m);
   return m;

@@ -159,7 +159,12 @@ test('files, invoke, gc and pull requests', () => {
   refused(() => invokeInputFrom(inv({ path: 'no-slash' }), B), /path/);
   refused(() => invokeInputFrom(inv({ headers: { 'bad name': 'x' } }), B), /headers name/);
   refused(() => invokeInputFrom(inv({ headers: { X: 'a\r\nInjected: 1' } }), B), /headers\[X\]/);
-  refused(() => invokeInputFrom(inv({ ipAddress: '999.1.1.1' }), B), /ip_address/);
+  refused(() => invokeInputFrom(inv({ ipAddress: 'a b' }), B), /ip_address/);
+  // an address that is not a sandbox's is INVOKE_TARGET_FORBIDDEN later (resolveInvokeTarget), not here
+  assert.equal(
+    invokeInputFrom(inv({ containerId: '', ipAddress: '999.1.1.1', port: 8080 }), B).ipAddress,
+    '999.1.1.1',
+  );
   refused(() => invokeInputFrom(inv({ port: 70000 }), B), /port/);
   refused(() => invokeInputFrom(inv({ timeoutMs: 10 ** 9 }), B), /timeout_ms/);
 
