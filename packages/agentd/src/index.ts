@@ -62,3 +62,17 @@ export type {
   ExecResult,
   ExecHelperOptions,
 } from './client.js';
+export {
+  writeTarToWorkspace,
+  readTarFromWorkspace,
+  UPLOAD_TMP_PREFIX,
+  MAX_READ_DEPTH,
+} from './workspace-files.js';
+export type { FileTransferLimits, Owner } from './workspace-files.js';
+export {
+  parseWorkspacePath,
+  parseDestDir,
+  parseTarEntryName,
+  MAX_NAME_BYTES,
+  MAX_PATH_BYTES,
+} from './workspace-paths.js';
