@@ -26,6 +26,14 @@ export type {
 } from './invoke-worker.js';
 export { AgentMetrics } from './metrics.js';
 export type { AgentMetricsOptions, MetricsCollectors, CountsByLabel, CreateSource } from './metrics.js';
+export { startAgent, AGENT_VERSION } from './main.js';
+export type { RunningAgent } from './main.js';
+export { SandboxManager, parseSignal, parseUser, effectiveLimits } from './sandbox-manager.js';
+export type { ManagerConfig, ManagerObserver, SandboxManagerDeps } from './sandbox-manager.js';
+export { SandboxRecordStore } from './sandbox-registry.js';
+export type { SandboxRecord } from './sandbox-registry.js';
+export { HakodBackend } from './agent-backend.js';
+export type * from './backend.js';
 export {
   agentConfigBaseSchema,
   agentConfigSchema,

@@ -17,6 +17,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
         return await (await import('./commands/image.js')).image(argv.slice(1), env);
       case 'certs':
         return await (await import('./commands/certs.js')).certs(argv.slice(1), env);
+      case 'agent':
+        return await (await import('./commands/agent.js')).agent(argv.slice(1), env);
       case 'gc':
         return await (await import('./commands/gc.js')).gc(argv.slice(1), env);
       case 'doctor':

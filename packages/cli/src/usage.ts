@@ -7,6 +7,7 @@ commands:
   image import    import an OCI image layout tar into the image store
   image list      list images
   image rm        remove an image
+  agent           run hakod, the node agent (gRPC API over mTLS) in the foreground
   certs init      write a CA and mTLS certificates for hakod and its clients (--dir DIR)
   gc              remove what dead sandboxes left behind (--dry-run to only list)
   doctor          check every host prerequisite and print the fix for what is missing
