@@ -36,6 +36,8 @@ export interface StartAgentServerOptions {
   /** Exec keepalive interval; default 15 s (tests shorten it). */
   readonly keepaliveMs?: number | undefined;
   readonly limits?: Partial<AgentServiceLimits> | undefined;
+  /** Called with the RPC and hako error code of every failed call (metrics). */
+  readonly onError?: ((rpc: string, code: string) => void) | undefined;
   /** How long close() lets calls finish before cutting them; default 10 s. */
   readonly shutdownTimeoutMs?: number | undefined;
 }
@@ -129,6 +131,7 @@ export async function startAgentServer(opts: StartAgentServerOptions): Promise<R
     auth: token === undefined ? undefined : { token },
     limits: { maxWriteBytes: config.AGENT_MAX_TRANSFER_BYTES, ...opts.limits },
     keepaliveMs: opts.keepaliveMs,
+    onError: opts.onError,
   });
   server.addService(definition, implementation);
 

@@ -79,6 +79,8 @@ export interface AgentServiceOptions {
   readonly limits?: Partial<AgentServiceLimits> | undefined;
   /** Interval of Exec keepalive messages while a process runs; default 15 s. */
   readonly keepaliveMs?: number | undefined;
+  /** Called with the RPC and hako error code of every failed call (metrics). */
+  readonly onError?: ((rpc: string, code: string) => void) | undefined;
 }
 
 export interface AgentServiceParts {
@@ -295,8 +297,10 @@ export function createAgentService(backend: AgentBackend, opts: AgentServiceOpti
   const keepaliveMs = opts.keepaliveMs ?? 15_000;
   const checkAuth = makeAuthCheck(opts.auth?.token);
 
-  const status = (err: unknown, rpc: string): ReturnType<typeof toGrpcStatus> =>
-    toGrpcStatus(err, logger, { rpc });
+  const status = (err: unknown, rpc: string): ReturnType<typeof toGrpcStatus> => {
+    opts.onError?.(rpc, err instanceof AppError ? err.code : 'INTERNAL');
+    return toGrpcStatus(err, logger, { rpc });
+  };
 
   /** A unary handler: auth, decode check, then `fn`; any throw or rejection becomes a status. */
   function unary<Req, Res>(rpc: string, fn: (req: Req) => Promise<Res>): handleUnaryCall<Req, Res> {

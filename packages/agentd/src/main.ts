@@ -146,7 +146,12 @@ export async function startAgent(env: EnvRecord, opts: { logger?: Logger } = {})
       metricsAddress = `${m.host}:${port}`;
       closers.push({ name: 'metrics', close: () => metrics.close() });
     }
-    const server = await startAgentServer({ config, backend, logger });
+    const server = await startAgentServer({
+      config,
+      backend,
+      logger,
+      onError: (rpc, code) => metrics.countRpcError(rpc, code),
+    });
     closers.push({ name: 'grpc server', close: () => server.close() });
 
     manager.startSweeper(config.AGENT_GC_INTERVAL);

@@ -260,5 +260,10 @@ test('pause, resume, metrics, node info, GC', async () => {
   const metricsText = await (await fetch(`http://${agent!.metricsAddress}/metrics`)).text();
   assert.match(metricsText, /hako_sandbox_create_seconds_count\{source="cold"\} [1-9]/);
   assert.match(metricsText, /hako_exec_seconds_count [1-9]/);
+  // the refused calls of the tests above were counted by RPC and code
+  assert.match(
+    metricsText,
+    /hako_rpc_errors_total\{method="(getSandbox|GetSandbox)",code="PERMISSION_DENIED"\} [1-9]/,
+  );
   await callUnary(client, 'destroySandbox', { ownerId: owner, sandboxId: id });
 });
