@@ -592,6 +592,9 @@ export class SandboxHost {
     sb.cleanup.push('cgroup', () => this.d.cgroups.remove(sb.name), CONCURRENT);
     if (network && this.d.network && this.d.proxy) {
       const { network: net, proxy } = await this.ensureEgress();
+      // a restarted hakod's proxy is not listening yet: the adopted sandbox's HTTP_PROXY needs it
+      this.proxyReady ??= proxy.listen(net.gateway, cfg.HAKO_PROXY_PORT, cfg.HAKO_PROXY_PORT_COUNT);
+      await this.proxyReady;
       sb.network = network;
       sb.cleanup.push('network', () => net.del(sb.name), CONCURRENT);
       proxy.register(network.ip, sb.id, options.allow);
