@@ -4,6 +4,7 @@
  * Each bench prints a human report and, as the last line of stdout, one JSON object.
  */
 import { parseArgs } from 'node:util';
+import { DEFAULT_IDLE, agentBench } from './agent.js';
 import { SANDBOX_SELECTORS, sandboxBench } from './sandbox.js';
 import type { SandboxSelector } from './sandbox.js';
 
@@ -12,11 +13,15 @@ const USAGE = `usage: npm run bench -- <name> [flags]
 benches:
   sandbox    one sandboxed \`true\` through hako (library and CLI) against spawn, the bare OCI
              runtimes, podman and sandbox-runtime; phase profile of the one-shot (run as root)
+  agent      hakod in-process, a client over mTLS on loopback: cold and warm-pool CreateSandbox,
+             Exec of \`true\`, DestroySandbox against spawn; creates/s; idle sandboxes and host
+             memory per sandbox; phase profile (run as root)
 
 flags:
-  --n N          measured iterations per case (default 50)
+  --n N          measured iterations per case (default 50); agent: also the creates of creates/s
   --warmup N     warm-up iterations per case, discarded (default 3)
-  --only A,B     run a subset: ${SANDBOX_SELECTORS.join(', ')}
+  --only A,B     sandbox only: run a subset: ${SANDBOX_SELECTORS.join(', ')}
+  --idle N       agent only: idle sandboxes to hold at once (default ${DEFAULT_IDLE}; 0 skips)
   --json         print only the JSON result line
   -h, --help     this text
 `;
@@ -42,6 +47,7 @@ async function main(argv: string[]): Promise<number> {
         n: { type: 'string' },
         warmup: { type: 'string' },
         only: { type: 'string' },
+        idle: { type: 'string' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -55,17 +61,27 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const [name, ...extra] = positionals;
-  if (!name) return fail('which bench? (e.g. sandbox)');
+  if (!name) return fail('which bench? (sandbox or agent)');
   if (extra.length > 0) return fail(`unexpected arguments: ${extra.join(' ')}`);
-  if (name !== 'sandbox') return fail(`unknown bench "${name}"`);
+  if (name !== 'sandbox' && name !== 'agent') return fail(`unknown bench "${name}"`);
   let n: number;
   let warmup: number;
+  let idle: number;
   try {
     n = positiveInt(values.n, 'n', 50, 1);
     warmup = positiveInt(values.warmup, 'warmup', 3, 0);
+    idle = positiveInt(values.idle, 'idle', DEFAULT_IDLE, 0);
   } catch (err) {
     return fail((err as Error).message);
   }
+  if (name === 'agent') {
+    if (values.only !== undefined) return fail('--only is for the sandbox bench');
+    if (process.getuid?.() !== 0) {
+      process.stderr.write('bench: warning: not root; hakod needs root for its sandboxes\n');
+    }
+    return agentBench({ n, warmup, idle, json: values.json ?? false });
+  }
+  if (values.idle !== undefined) return fail('--idle is for the agent bench');
   let only: Set<SandboxSelector> | undefined;
   if (values.only !== undefined) {
     only = new Set();
