@@ -162,6 +162,13 @@ export class HakodBackend implements AgentBackend {
   async removeImage(reference: string): Promise<void> {
     if (reference === 'host')
       throw new AppError('INVALID_ARGUMENT', 'the built-in image "host" cannot be removed');
+    const img = await this.d.images.get(reference);
+    if (this.d.manager.imageInUse(img.name) || this.d.manager.imageInUse(img.digest)) {
+      throw new AppError(
+        'IMAGE_IN_USE',
+        `image ${reference} is used by a sandbox on this node; destroy it first`,
+      );
+    }
     await this.d.images.remove(reference);
   }
 

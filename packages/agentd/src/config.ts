@@ -157,14 +157,18 @@ export const agentConfigBaseSchema = sandboxHostConfigSchema.extend({
     .min(0)
     .max(1000)
     .default(2)
-    .describe('Warm sandboxes kept ready for the default image and limits.'),
+    .describe(
+      'Fewest warm sandboxes kept ready per profile (image, limits, network) in use, and for the default profile (host image, default limits, no network).',
+    ),
   AGENT_POOL_MAX: z.coerce
     .number()
     .int()
     .min(0)
     .max(1000)
     .default(10)
-    .describe('Most warm sandboxes kept ready; at least AGENT_POOL_MIN.'),
+    .describe(
+      'Most warm sandboxes kept ready per profile (the pool follows the claims of the last minute between min and max); at least AGENT_POOL_MIN.',
+    ),
   AGENT_GC_INTERVAL: durationString
     .default('60s')
     .describe('How often hakod removes expired and idle sandboxes and leftovers.'),

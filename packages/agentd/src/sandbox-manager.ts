@@ -88,13 +88,18 @@ interface PoolProfile {
 
 const SIGNALS = osConstants.signals as Record<string, number>;
 
-/** Parses "TERM", "SIGTERM", "15" into a signal name Node accepts; INVALID_ARGUMENT otherwise. */
-export function parseSignal(sig: string): NodeJS.Signals {
+/** How many destroyed sandboxes' owners are remembered for an idempotent DestroySandbox. */
+const DESTROYED_MEMORY = 10_000;
+
+/**
+ * Parses "TERM", "SIGTERM" or a number 1-64 (real-time signals included) into what process.kill
+ * takes; INVALID_ARGUMENT otherwise.
+ */
+export function parseSignal(sig: string): NodeJS.Signals | number {
   const s = sig.trim().toUpperCase();
   if (/^[0-9]{1,2}$/.test(s)) {
     const n = Number(s);
-    const name = Object.keys(SIGNALS).find((k) => SIGNALS[k] === n);
-    if (name) return name as NodeJS.Signals;
+    if (n >= 1 && n <= 64) return n;
   } else {
     const name = s.startsWith('SIG') ? s : `SIG${s}`;
     if (name in SIGNALS) return name as NodeJS.Signals;
@@ -152,6 +157,8 @@ export class SandboxManager {
   private readonly d: SandboxManagerDeps;
   private readonly byId = new Map<string, Managed>();
   private readonly pool = new Map<string, PoolProfile>();
+  /** id -> owner of recently destroyed sandboxes, so DestroySandbox is idempotent. */
+  private readonly destroyed = new Map<string, string>();
   /** Creates under way (cold starts and pool fills), counted against maxSandboxes. */
   private inFlight = 0;
   private filling = false;
@@ -175,6 +182,12 @@ export class SandboxManager {
     }
     m.lastActiveAtMs = Date.now();
     return m;
+  }
+
+  /** Whether any sandbox (claimed or warm) runs on this image name or digest. */
+  imageInUse(ref: string): boolean {
+    for (const m of this.byId.values()) if (m.rec.image === ref || m.rec.imageDigest === ref) return true;
+    return false;
   }
 
   /** Marks a sandbox active (an RPC reached it without going through lookup()). */
@@ -258,6 +271,8 @@ export class SandboxManager {
     const started = performance.now();
     const cfg = this.d.config;
     const limits = effectiveLimits(input.limits, cfg.defaults);
+    // checked before a sandbox is claimed or started, so a refusal leaves nothing behind
+    const upstreamEnv = input.upstreams.length > 0 ? this.d.upstreamEnv(input.upstreams) : {};
     const key = profileKey(input.image, limits, input.network);
     const profile = this.profile(key, input.image, limits, input.network);
     profile.claims.push(Date.now());
@@ -274,7 +289,7 @@ export class SandboxManager {
       labels: { ...input.labels },
       egressAllow: [...input.egressAllow],
       upstreams: [...input.upstreams],
-      env: { ...input.env, ...(input.upstreams.length > 0 ? this.d.upstreamEnv(input.upstreams) : {}) },
+      env: { ...input.env, ...upstreamEnv },
       createdAtMs: now,
       expiresAtMs: now + ttlMs,
       idleTimeoutMs: input.idleTimeoutSeconds > 0 ? input.idleTimeoutSeconds * 1000 : cfg.idleTtlMs,
@@ -519,7 +534,7 @@ export class SandboxManager {
       stdin: input.stdin,
     });
     let reason: ExitReasonName | undefined;
-    const kill = (sig: NodeJS.Signals): void => {
+    const kill = (sig: NodeJS.Signals | number): void => {
       void pidP.then((pid) => {
         if (pid === undefined) return;
         try {
@@ -601,10 +616,26 @@ export class SandboxManager {
 
   // ------------------------------------------------------------------------------ destroy
 
+  /**
+   * Destroys the owner's sandbox. Idempotent: destroying a sandbox that this owner already destroyed
+   * (on this hakod, among the last DESTROYED_MEMORY) succeeds again; an id never seen is
+   * SANDBOX_NOT_FOUND.
+   */
   async destroySandbox(ownerId: string, id: string): Promise<void> {
     const m = this.byId.get(id);
+    if (!m && this.destroyed.get(id) === ownerId) return;
     if (m?.destroying && m.rec.ownerId === ownerId) return m.destroying;
     await this.teardown(this.lookup(ownerId, id));
+  }
+
+  /** Remembers a destroyed claimed sandbox's owner (bounded, oldest forgotten first). */
+  private rememberDestroyed(m: Managed): void {
+    if (m.rec.ownerId === '') return;
+    this.destroyed.set(m.sb.id, m.rec.ownerId);
+    if (this.destroyed.size > DESTROYED_MEMORY) {
+      const oldest = this.destroyed.keys().next().value;
+      if (oldest !== undefined) this.destroyed.delete(oldest);
+    }
   }
 
   /** Destroys a sandbox once (concurrent callers share the work). */
@@ -618,6 +649,7 @@ export class SandboxManager {
         await this.d.records.remove(m.sb.id);
       } finally {
         this.byId.delete(m.sb.id);
+        this.rememberDestroyed(m);
         this.d.observer?.observeDestroy((performance.now() - started) / 1000);
       }
     })();

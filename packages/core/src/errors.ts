@@ -89,6 +89,11 @@ export const ERROR_CODES = {
     summary: 'The image store cannot be read or written.',
   },
   IMAGE_STORE_IO: { grpc: 'UNAVAILABLE', http: 500, summary: 'An I/O error in the image store.' },
+  IMAGE_IN_USE: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 409,
+    summary: 'A sandbox runs on the image; destroy it before removing the image.',
+  },
   IMAGE_PULL_FAILED: {
     grpc: 'UNAVAILABLE',
     http: 502,

@@ -5,7 +5,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { buffer } from 'node:stream/consumers';
-import { createLogger, parseConfig, sandboxHostConfigSchema } from '@hako/core';
+import { AppError, createLogger, parseConfig, sandboxHostConfigSchema } from '@hako/core';
 import { buildSandboxHost } from '@hako/sandbox';
 import type { BuiltSandboxHost } from '@hako/sandbox';
 import { SandboxManager } from '../../src/sandbox-manager.js';
@@ -45,7 +45,10 @@ async function newManager(poolMin = 0): Promise<SandboxManager> {
     host: b.host,
     records,
     logger,
-    upstreamEnv: () => ({}),
+    upstreamEnv: (names) => {
+      if (names.includes('bedrock')) throw new AppError('UPSTREAM_NOT_CONFIGURED', 'no bedrock here');
+      return { ANTHROPIC_BASE_URL: 'http://proxy/_hako/upstream/anthropic' };
+    },
     setEgressPolicy: (sb, allow, up) => b.host.setEgressPolicy(sb, allow, up),
   });
   managers.push(m);
@@ -208,4 +211,19 @@ test('warm pool: a matching create claims a ready sandbox; reconcile adopts clai
   assert.equal((await m2.getSandbox('tenant-a', sb.id)).labels.app, 't');
   await m2.destroySandbox('tenant-a', sb.id);
   assert.equal(m2.counts().running, 0);
+});
+
+test('a refused create leaves nothing behind; destroy is idempotent for its owner', async () => {
+  const m = await newManager();
+  await assert.rejects(m.createSandbox(create({ network: 'egress', upstreams: ['bedrock'] })), {
+    code: 'UPSTREAM_NOT_CONFIGURED',
+  });
+  await assert.rejects(m.createSandbox(create({ upstreams: ['anthropic'] })), { code: 'INVALID_ARGUMENT' });
+  const c = m.counts();
+  assert.equal(c.running + c.warm + c.creating, 0, 'no sandbox was started for a refused create');
+  const sb = await m.createSandbox(create());
+  await m.destroySandbox('tenant-a', sb.id);
+  await m.destroySandbox('tenant-a', sb.id);
+  await assert.rejects(m.destroySandbox('tenant-b', sb.id), { code: 'SANDBOX_NOT_FOUND' });
+  await assert.rejects(m.destroySandbox('tenant-a', 'abcdef123456'), { code: 'SANDBOX_NOT_FOUND' });
 });

@@ -494,8 +494,9 @@ export interface GetSandboxMetricsResponse {
   pidsLimit: number;
   diskUsedBytes: number;
   diskLimitBytes: number;
+  /** an Exec has finished in this sandbox */
   hasExitCode: boolean;
-  /** the init process's, once it exited */
+  /** the exit code of the last Exec that finished */
   exitCode: number;
 }
 
