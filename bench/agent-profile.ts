@@ -6,8 +6,8 @@
  * host.start, which contains prepare and the runtime); a step's time is its calls summed per
  * operation. What the RPC took beyond the manager call is gRPC, TLS, validation and the backend.
  */
-import type { ChildProcess } from 'node:child_process';
 import type { RunningAgent } from '../packages/agentd/src/main.js';
+import { isChildProcess, isThenable } from './lib/guards.js';
 import { mean, summarize } from './lib/stats.js';
 
 export type ProfiledOp = 'create' | 'exec' | 'destroy';
@@ -55,20 +55,6 @@ const LAYOUT: Readonly<Record<ProfiledOp, readonly [string, number][]>> = {
     ['records.remove', 2],
   ],
 };
-
-function isChildProcess(x: unknown): x is ChildProcess {
-  return (
-    typeof x === 'object' &&
-    x !== null &&
-    typeof (x as ChildProcess).once === 'function' &&
-    'stdio' in x &&
-    'pid' in x
-  );
-}
-
-function isThenable(x: unknown): x is PromiseLike<unknown> {
-  return typeof x === 'object' && x !== null && typeof (x as PromiseLike<unknown>).then === 'function';
-}
 
 export interface OpProfile {
   readonly op: ProfiledOp;

@@ -6,10 +6,10 @@
  * directory, /etc files, OCI spec, rm of the bundle). Driver calls may overlap (quota and cgroup
  * creation run concurrently): the "outside driver calls" line subtracts their union, not their sum.
  */
-import type { ChildProcess } from 'node:child_process';
 import type { SandboxHost } from '@hako/sandbox';
 import { coveredLength } from './lib/intervals.js';
 import type { Interval } from './lib/intervals.js';
+import { isChildProcess, isThenable } from './lib/guards.js';
 import { mean, summarize } from './lib/stats.js';
 
 export type Phase = 'prepare' | 'run' | 'destroy';
@@ -52,20 +52,6 @@ export interface ProfileSummary {
   readonly phases: Readonly<Record<Phase, number>>;
   readonly hostCode: Readonly<Record<Phase, number>>;
   readonly steps: readonly ProfileStep[];
-}
-
-function isChildProcess(x: unknown): x is ChildProcess {
-  return (
-    typeof x === 'object' &&
-    x !== null &&
-    typeof (x as ChildProcess).once === 'function' &&
-    'stdio' in x &&
-    'pid' in x
-  );
-}
-
-function isThenable(x: unknown): x is PromiseLike<unknown> {
-  return typeof x === 'object' && x !== null && typeof (x as PromiseLike<unknown>).then === 'function';
 }
 
 /** Records driver calls while an iteration is being profiled; idle otherwise. */

@@ -27,7 +27,7 @@ import type { TestHost } from '../packages/sandbox/test/helpers/test-host.js';
 import { jsonLine } from './lib/json.js';
 import type { JsonValue } from './lib/json.js';
 import { timeCommand, versionOf } from './lib/proc.js';
-import { runInterleaved } from './lib/rounds.js';
+import { runInterleavedWithProgress } from './lib/rounds.js';
 import type { BenchCase, CaseOutcome } from './lib/rounds.js';
 import { ratio, round2, summarize } from './lib/stats.js';
 import type { Summary } from './lib/stats.js';
@@ -368,19 +368,11 @@ export async function sandboxBench(opts: SandboxBenchOptions): Promise<number> {
     }
     if (want('srt')) for (const b of await srtCases(workDir, cleanup)) add(b);
 
-    const started = performance.now();
-    progress(
-      `measuring ${cases.map((c) => c.name).join(', ')}: ${opts.warmup} warm-up + ${opts.n} rounds, interleaved`,
+    outcomes = await runInterleavedWithProgress(
+      cases,
+      { n: opts.n, warmup: opts.warmup, signal: abort.signal },
+      progress,
     );
-    outcomes = await runInterleaved(cases, {
-      n: opts.n,
-      warmup: opts.warmup,
-      signal: abort.signal,
-      onRound: (round, total) => {
-        if (round > 0 && round % 10 === 0)
-          progress(`round ${round}/${total} (${((performance.now() - started) / 1000).toFixed(0)} s)`);
-      },
-    });
   } catch (err) {
     setupFailures.push((err as Error).message);
   } finally {

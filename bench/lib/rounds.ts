@@ -51,3 +51,22 @@ export async function runInterleaved(
   }
   return out;
 }
+
+/** runInterleaved() with a progress line before it starts and every 10 rounds. */
+export async function runInterleavedWithProgress(
+  cases: readonly BenchCase[],
+  opts: Omit<RoundOptions, 'onRound'>,
+  progress: (msg: string) => void,
+): Promise<Map<string, CaseOutcome>> {
+  const started = performance.now();
+  progress(
+    `measuring ${cases.map((c) => c.name).join(', ')}: ${opts.warmup} warm-up + ${opts.n} rounds, interleaved`,
+  );
+  return runInterleaved(cases, {
+    ...opts,
+    onRound: (round, total) => {
+      if (round > 0 && round % 10 === 0)
+        progress(`round ${round}/${total} (${((performance.now() - started) / 1000).toFixed(0)} s)`);
+    },
+  });
+}
