@@ -632,7 +632,8 @@ test('backpressure: neither direction holds a whole file in memory; a dropped re
           tmp === undefined ? 0 : (statSync(join(ws, tmp), { throwIfNoEntry: false })?.size ?? 0);
         ahead = Math.max(ahead, produced - onDisk);
         produced += chunk;
-        if (!sink.write(Buffer.alloc(chunk, off / chunk))) await new Promise((r) => sink.once('drain', r));
+        if (!sink.write(Buffer.alloc(chunk, off / chunk)))
+          await new Promise<void>((r) => sink.once('drain', () => r()));
       }
       sink.end(undefined);
       pack.finalize();

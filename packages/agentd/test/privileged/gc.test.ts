@@ -24,12 +24,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import { createLogger, parseConfig, sandboxHostConfigSchema } from '@hako/core';
-import { buildSandboxHost, leaseDir, resourceName } from '@hako/sandbox';
+import { leaseDir, resourceName } from '@hako/sandbox';
 import type { BuiltSandboxHost } from '@hako/sandbox';
-import { SandboxManager } from '../../src/sandbox-manager.js';
-import { SandboxRecordStore } from '../../src/sandbox-registry.js';
+import type { SandboxManager } from '../../src/sandbox-manager.js';
+import type { SandboxRecordStore } from '../../src/sandbox-registry.js';
 import type { SandboxRecord } from '../../src/sandbox-registry.js';
 import type { CreateInput, ExecInput, GcResult } from '../../src/backend.js';
+import { newTestManager } from '../helpers/test-manager.js';
 import { createTestHost } from '../../../sandbox/test/helpers/test-host.js';
 
 const th = createTestHost();
@@ -53,38 +54,12 @@ interface Hakod {
 
 /** A hakod's manager on this test env (each with its own SandboxHost, like a separate process). */
 async function newHakod(pool: { min: number; max: number }): Promise<Hakod> {
-  const b = await buildSandboxHost(config, logger);
-  built.push(b);
-  await b.host.init();
-  runtimeName = b.runtimeName;
-  runtimeRoot = join(envRunDir, `.${b.runtimeName}`);
-  const records = new SandboxRecordStore(recordsDir);
-  await records.init();
-  const m = new SandboxManager({
-    config: {
-      env,
-      defaults: {
-        cpus: 1,
-        memoryBytes: 256 * 2 ** 20,
-        pids: 128,
-        diskBytes: 64 * 2 ** 20,
-        tmpBytes: 16 * 2 ** 20,
-      },
-      maxSandboxes: 20,
-      poolMin: pool.min,
-      poolMax: pool.max,
-      idleTtlMs: 3_600_000,
-      sandboxTtlMs: 8 * 3_600_000,
-      sandboxUid: config.HAKO_SANDBOX_UID,
-    },
-    host: b.host,
-    records,
-    logger,
-    upstreamEnv: () => ({}),
-    setEgressPolicy: (sb, allow, up) => b.host.setEgressPolicy(sb, allow, up),
-  });
-  managers.push(m);
-  return { m, b, records };
+  const h = await newTestManager(config, logger, { poolMin: pool.min, poolMax: pool.max });
+  built.push(h.b);
+  runtimeName = h.b.runtimeName;
+  runtimeRoot = join(envRunDir, `.${h.b.runtimeName}`);
+  managers.push(h.m);
+  return h;
 }
 
 const create = (over: Partial<CreateInput> = {}): CreateInput => ({

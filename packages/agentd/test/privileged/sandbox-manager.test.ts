@@ -3,14 +3,12 @@
 // reconcile after the manager is dropped without closing (a crashed hakod).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import { AppError, createLogger, parseConfig, sandboxHostConfigSchema } from '@hako/core';
-import { buildSandboxHost } from '@hako/sandbox';
 import type { BuiltSandboxHost } from '@hako/sandbox';
-import { SandboxManager } from '../../src/sandbox-manager.js';
-import { SandboxRecordStore } from '../../src/sandbox-registry.js';
+import type { SandboxManager } from '../../src/sandbox-manager.js';
 import type { CreateInput, ExecInput } from '../../src/backend.js';
+import { newTestManager } from '../helpers/test-manager.js';
 import { createTestHost } from '../../../sandbox/test/helpers/test-host.js';
 
 const th = createTestHost();
@@ -20,37 +18,14 @@ const built: BuiltSandboxHost[] = [];
 const managers: SandboxManager[] = [];
 
 async function newManager(poolMin = 0): Promise<SandboxManager> {
-  const b = await buildSandboxHost(config, logger);
-  built.push(b);
-  await b.host.init();
-  const records = new SandboxRecordStore(join(config.HAKO_RUN_DIR, config.HAKO_ENV, '.agent'));
-  await records.init();
-  const m = new SandboxManager({
-    config: {
-      env: config.HAKO_ENV,
-      defaults: {
-        cpus: 1,
-        memoryBytes: 256 * 2 ** 20,
-        pids: 128,
-        diskBytes: 64 * 2 ** 20,
-        tmpBytes: 16 * 2 ** 20,
-      },
-      maxSandboxes: 20,
-      poolMin,
-      poolMax: 3,
-      idleTtlMs: 3_600_000,
-      sandboxTtlMs: 8 * 3_600_000,
-      sandboxUid: config.HAKO_SANDBOX_UID,
-    },
-    host: b.host,
-    records,
-    logger,
+  const { m, b } = await newTestManager(config, logger, {
+    poolMin,
     upstreamEnv: (names) => {
       if (names.includes('bedrock')) throw new AppError('UPSTREAM_NOT_CONFIGURED', 'no bedrock here');
       return { ANTHROPIC_BASE_URL: 'http://proxy/_hako/upstream/anthropic' };
     },
-    setEgressPolicy: (sb, allow, up) => b.host.setEgressPolicy(sb, allow, up),
   });
+  built.push(b);
   managers.push(m);
   return m;
 }

@@ -38,7 +38,7 @@ function fileTar(name: string, size: number): Readable {
     const chunk = 256 * 1024;
     for (let off = 0; off < size; off += chunk) {
       const n = Math.min(chunk, size - off);
-      if (!sink.write(Buffer.alloc(n, 0x61))) await new Promise((r) => sink.once('drain', r));
+      if (!sink.write(Buffer.alloc(n, 0x61))) await new Promise<void>((r) => sink.once('drain', () => r()));
     }
     sink.end(undefined);
     pack.finalize();

@@ -1,0 +1,50 @@
+/** A SandboxManager on a real sandbox host, for the privileged tests of the manager and its GC. */
+import { join } from 'node:path';
+import type { Logger, SandboxHostConfig } from '@hako/core';
+import { buildSandboxHost } from '@hako/sandbox';
+import type { BuiltSandboxHost } from '@hako/sandbox';
+import { SandboxManager } from '../../src/sandbox-manager.js';
+import type { SandboxManagerDeps } from '../../src/sandbox-manager.js';
+import { SandboxRecordStore } from '../../src/sandbox-registry.js';
+
+export interface TestManager {
+  readonly m: SandboxManager;
+  readonly b: BuiltSandboxHost;
+  readonly records: SandboxRecordStore;
+}
+
+/** Small default limits; records where hakod keeps them; no upstreams unless given. */
+export async function newTestManager(
+  config: SandboxHostConfig,
+  logger: Logger,
+  opts: { poolMin?: number; poolMax?: number; upstreamEnv?: SandboxManagerDeps['upstreamEnv'] } = {},
+): Promise<TestManager> {
+  const b = await buildSandboxHost(config, logger);
+  await b.host.init();
+  const records = new SandboxRecordStore(join(config.HAKO_RUN_DIR, config.HAKO_ENV, '.agent'));
+  await records.init();
+  const m = new SandboxManager({
+    config: {
+      env: config.HAKO_ENV,
+      defaults: {
+        cpus: 1,
+        memoryBytes: 256 * 2 ** 20,
+        pids: 128,
+        diskBytes: 64 * 2 ** 20,
+        tmpBytes: 16 * 2 ** 20,
+      },
+      maxSandboxes: 20,
+      poolMin: opts.poolMin ?? 0,
+      poolMax: opts.poolMax ?? 3,
+      idleTtlMs: 3_600_000,
+      sandboxTtlMs: 8 * 3_600_000,
+      sandboxUid: config.HAKO_SANDBOX_UID,
+    },
+    host: b.host,
+    records,
+    logger,
+    upstreamEnv: opts.upstreamEnv ?? (() => ({})),
+    setEgressPolicy: (sb, allow, up) => b.host.setEgressPolicy(sb, allow, up),
+  });
+  return { m, b, records };
+}
