@@ -311,7 +311,17 @@ export class CniNetworkManager implements NetworkManager {
    */
   async list(): Promise<string[]> {
     const prefix = envPrefix(this.opts.env);
-    const names = new Set(await listNetns(prefix));
+    const names = new Set([...(await listNetns(prefix)), ...(await this.listCached())]);
+    return [...names].sort();
+  }
+
+  /**
+   * Names that have a cached ADD result or a host-local lease in this env's CNI state directory
+   * (hako's own: only hako's ADDs put anything there), whether or not their netns still exists.
+   */
+  async listCached(): Promise<string[]> {
+    const prefix = envPrefix(this.opts.env);
+    const names = new Set<string>();
     for (const f of await readdirOrEmpty(this.resultsDir)) {
       if (f.startsWith(prefix) && f.endsWith('.json')) names.add(f.slice(0, -'.json'.length));
     }

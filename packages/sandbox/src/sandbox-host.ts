@@ -716,17 +716,19 @@ export class SandboxHost {
       containers.map((c) => c.id),
     );
     add('bundle', bundles);
-    // cgroups (under hako/{env}) and quota images (in the state dir) live in trees only hako
-    // writes. Network namespaces share /run/netns with everyone: one goes only with a container or
-    // bundle of hako's of the same name, so a foreign netns named like ours is left alone.
+    // cgroups (under hako/{env}), quota images and CNI results and leases (in the state dir) live
+    // in trees only hako writes. Network namespaces share /run/netns with everyone: one goes only
+    // with something of hako's of the same name, so a foreign netns named like ours is left alone.
     add('cgroup', await this.d.cgroups.list());
     add('quota', await this.d.quota.list());
-    const ours = new Set(found.keys());
-    if (this.d.network)
+    if (this.d.network) {
+      const cached = new Set(await this.d.network.listCached());
+      const ours = new Set([...found.keys(), ...cached]);
       add(
         'netns',
         (await this.d.network.list()).filter((n) => ours.has(n)),
       );
+    }
 
     const report: GcReport = { removed: [], failed: [], kept: [...live] };
     for (const [name, kinds] of found) {

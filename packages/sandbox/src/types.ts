@@ -100,8 +100,10 @@ export interface NetworkManager {
   check(name: string): Promise<void>;
   /** CNI DEL (idempotent, retried) and deletes the netns. Safe when add() failed or never ran. */
   del(name: string): Promise<void>;
-  /** Names of this env's netns that exist on the host. */
+  /** Names of this env's sandboxes with network state: netns, cached ADD results, leases. */
   list(): Promise<string[]>;
+  /** The names of list() that have a cached ADD result or a lease in hako's own CNI state dir. */
+  listCached(): Promise<string[]>;
   /** The gateway address on the bridge, where the egress proxy listens. */
   readonly gateway: string;
 }
