@@ -99,13 +99,16 @@ export interface ExecProcessHandle {
 }
 
 /** Polls the runtime's pid file until it appears (or the exec process exits). */
-async function readPidFile(path: string, exited: () => boolean): Promise<number | undefined> {
-  for (let delay = 1; ; delay = Math.min(delay * 2, 20)) {
+async function readPidFile(path: string, closed: Promise<void>): Promise<number | undefined> {
+  let done = false;
+  void closed.then(() => (done = true));
+  for (let delay = 1; ; delay = Math.min(delay + 1, 10)) {
     const text = await readFile(path, 'utf8').catch(() => '');
     const pid = Number.parseInt(text, 10);
     if (Number.isSafeInteger(pid) && pid > 0) return pid;
-    if (exited()) return undefined;
-    await new Promise((r) => setTimeout(r, delay));
+    if (done) return undefined;
+    // the exec's exit ends the wait at once, not at the next poll
+    await Promise.race([new Promise((r) => setTimeout(r, delay)), closed]);
   }
 }
 const OWNER_FILE = 'owner.json';
@@ -528,13 +531,14 @@ export class SandboxHost {
       sb.cgroupProcs,
       pidFile,
     );
-    let exited = false;
-    child.once('close', () => {
-      exited = true;
-      void rm(procFile, { force: true });
-      void rm(pidFile, { force: true });
-    });
-    return { child, pid: readPidFile(pidFile, () => exited) };
+    const closed = new Promise<void>((resolve) =>
+      child.once('close', () => {
+        resolve();
+        void rm(procFile, { force: true });
+        void rm(pidFile, { force: true });
+      }),
+    );
+    return { child, pid: readPidFile(pidFile, closed) };
   }
 
   /**

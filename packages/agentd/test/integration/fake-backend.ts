@@ -258,7 +258,14 @@ export class FakeBackend implements AgentBackend {
 
   async invokeWorker(input: InvokeInput): Promise<InvokeOutput> {
     this.enter('invokeWorker', input);
-    this.checkOwnerAndId('invokeWorker', input.ownerId, input.containerId);
+    // container_id, or (seed compatibility) only ip_address: the target rules decide later
+    if (input.containerId === '') {
+      this.expect(input.ipAddress !== '', 'invokeWorker: neither container_id nor ip_address');
+      this.expect(
+        OWNER.test(input.ownerId),
+        `invokeWorker: owner ${JSON.stringify(input.ownerId).slice(0, 60)}`,
+      );
+    } else this.checkOwnerAndId('invokeWorker', input.ownerId, input.containerId);
     this.expect(input.port >= 0 && input.port <= 65535, 'invokeWorker: port');
     this.expect(
       Object.entries(input.headers).every(
