@@ -180,6 +180,33 @@ export interface ExecHelperOptions extends CallHelperOptions {
 const STDIN_CHUNK = 64 * 1024;
 
 /**
+ * Sends a Buffer, string or Readable as chunks of at most STDIN_CHUNK bytes through `write`, waiting
+ * for `onDrain` whenever `write` returns false (the call's backpressure).
+ */
+async function sendChunks(
+  input: Buffer | string | Readable,
+  write: (chunk: Buffer) => boolean,
+  onDrain: (done: () => void) => void,
+): Promise<void> {
+  const writeChunk = (b: Buffer): Promise<void> =>
+    new Promise((res) => {
+      if (write(b)) res();
+      else onDrain(() => res());
+    });
+  if (typeof input === 'string' || Buffer.isBuffer(input)) {
+    const buf = Buffer.isBuffer(input) ? input : Buffer.from(input);
+    for (let i = 0; i < buf.length; i += STDIN_CHUNK) await writeChunk(buf.subarray(i, i + STDIN_CHUNK));
+  } else {
+    for await (const c of input) await writeChunk(Buffer.isBuffer(c) ? c : Buffer.from(c as string));
+  }
+}
+
+/** An error reading what a client call uploads, as an AppError. */
+function uploadError(e: unknown, what: string): AppError {
+  return e instanceof AppError ? e : new AppError('INVALID_ARGUMENT', `${what}: ${(e as Error).message}`);
+}
+
+/**
  * Runs one process and collects its output: sends `start` (with `stdin` set when input is given),
  * streams the input, closes stdin, and resolves at the `exit` message.
  */
@@ -228,31 +255,20 @@ export function runExec(
       call.end();
       return;
     }
-    const writeChunk = (b: Buffer): Promise<void> =>
-      new Promise((res) => {
-        if (send({ msg: { $case: 'stdin', stdin: b } })) res();
-        else call.once('drain', () => res());
-      });
-    void (async () => {
-      try {
-        if (typeof input === 'string' || Buffer.isBuffer(input)) {
-          const buf = Buffer.isBuffer(input) ? input : Buffer.from(input);
-          for (let i = 0; i < buf.length; i += STDIN_CHUNK)
-            await writeChunk(buf.subarray(i, i + STDIN_CHUNK));
-        } else {
-          for await (const c of input) await writeChunk(Buffer.isBuffer(c) ? c : Buffer.from(c as string));
-        }
+    void sendChunks(
+      input,
+      (b) => send({ msg: { $case: 'stdin', stdin: b } }),
+      (done) => call.once('drain', done),
+    ).then(
+      () => {
         send({ msg: { $case: 'stdinClose', stdinClose: {} } });
         call.end();
-      } catch (e) {
+      },
+      (e: unknown) => {
         call.cancel();
-        reject(
-          e instanceof AppError
-            ? e
-            : new AppError('INVALID_ARGUMENT', `reading exec input: ${(e as Error).message}`),
-        );
-      }
-    })();
+        reject(uploadError(e, 'reading exec input'));
+      },
+    );
   });
 }
 
@@ -288,30 +304,18 @@ export function writeFilesTar(
       },
     );
     call.on('error', () => undefined); // the callback carries the status
-    const writeChunk = (b: Buffer): Promise<void> =>
-      new Promise((res) => {
-        if (call.write({ msg: { $case: 'chunk', chunk: b } })) res();
-        else call.once('drain', () => res());
-      });
     call.write({ msg: { $case: 'header', header } });
-    void (async () => {
-      try {
-        if (Buffer.isBuffer(tar)) {
-          for (let i = 0; i < tar.length; i += STDIN_CHUNK)
-            await writeChunk(tar.subarray(i, i + STDIN_CHUNK));
-        } else {
-          for await (const c of tar) await writeChunk(Buffer.isBuffer(c) ? c : Buffer.from(c as string));
-        }
-        call.end();
-      } catch (e) {
+    void sendChunks(
+      tar,
+      (b) => call.write({ msg: { $case: 'chunk', chunk: b } }),
+      (done) => call.once('drain', done),
+    ).then(
+      () => call.end(),
+      (e: unknown) => {
         call.cancel();
-        reject(
-          e instanceof AppError
-            ? e
-            : new AppError('INVALID_ARGUMENT', `reading the tar stream: ${(e as Error).message}`),
-        );
-      }
-    })();
+        reject(uploadError(e, 'reading the tar stream'));
+      },
+    );
   });
 }
 
