@@ -118,6 +118,20 @@ function defaultResolver(host: string): Promise<string[]> {
   return lookup(host, { all: true, order: 'ipv4first' }).then((rs) => rs.map((r) => r.address));
 }
 
+/**
+ * Sends an upstream's answer back to the sandbox: status and end-to-end headers, then the body, each
+ * chunk written as it arrives (no buffering: streamed answers stay streamed).
+ */
+function relayAnswer(answer: IncomingMessage, res: ServerResponse): void {
+  res.writeHead(
+    answer.statusCode ?? 502,
+    answer.statusMessage,
+    endToEndHeaders(answer.rawHeaders, answer.headers).flat(),
+  );
+  answer.pipe(res);
+  answer.on('error', () => res.destroy());
+}
+
 /** Runs `p` with a deadline; rejects with ConnectTimeoutError when it passes. */
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -559,15 +573,7 @@ export class HttpEgressProxy implements EgressProxy {
       setHost: false,
       createConnection: () => upstream,
     });
-    out.on('response', (answer: IncomingMessage) => {
-      res.writeHead(
-        answer.statusCode ?? 502,
-        answer.statusMessage,
-        endToEndHeaders(answer.rawHeaders, answer.headers).flat(),
-      );
-      answer.pipe(res);
-      answer.on('error', () => res.destroy());
-    });
+    out.on('response', (answer: IncomingMessage) => relayAnswer(answer, res));
     out.on('error', (err: Error) => {
       if (!res.headersSent) {
         res.writeHead(502, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' });
@@ -694,14 +700,7 @@ export class HttpEgressProxy implements EgressProxy {
     });
     out.on('response', (answer: IncomingMessage) => {
       this.logger.debug({ ...log, status: answer.statusCode }, 'egress upstream answered');
-      res.writeHead(
-        answer.statusCode ?? 502,
-        answer.statusMessage,
-        endToEndHeaders(answer.rawHeaders, answer.headers).flat(),
-      );
-      // Each chunk is written as it arrives (no buffering): streamed answers stay streamed.
-      answer.pipe(res);
-      answer.on('error', () => res.destroy());
+      relayAnswer(answer, res);
     });
     out.on('error', (err: Error) => {
       const timeout = err instanceof ConnectTimeoutError;
