@@ -6,6 +6,7 @@ import type { BuiltSandboxHost } from '@hako/sandbox';
 import { SandboxManager } from '../../src/sandbox-manager.js';
 import type { SandboxManagerDeps } from '../../src/sandbox-manager.js';
 import { SandboxRecordStore } from '../../src/sandbox-registry.js';
+import type { CreateInput, ExecInput } from '../../src/backend.js';
 
 export interface TestManager {
   readonly m: SandboxManager;
@@ -47,4 +48,36 @@ export async function newTestManager(
     setEgressPolicy: (sb, allow, up) => b.host.setEgressPolicy(sb, allow, up),
   });
   return { m, b, records };
+}
+
+/** A CreateSandbox input for tenant-a on the host image, no network, node defaults; `over` wins. */
+export function createInput(over: Partial<CreateInput> = {}): CreateInput {
+  return {
+    ownerId: 'tenant-a',
+    image: 'host',
+    labels: {},
+    limits: {},
+    network: 'none',
+    egressAllow: [],
+    env: {},
+    upstreams: [],
+    ttlSeconds: 0,
+    idleTimeoutSeconds: 0,
+    ...over,
+  };
+}
+
+/** An Exec input for tenant-a as the sandbox user in /workspace, without stdin; `over` wins. */
+export function execInput(id: string, argv: readonly string[], over: Partial<ExecInput> = {}): ExecInput {
+  return {
+    ownerId: 'tenant-a',
+    sandboxId: id,
+    argv,
+    env: {},
+    cwd: '',
+    user: '',
+    stdin: false,
+    timeoutMs: 0,
+    ...over,
+  };
 }

@@ -50,12 +50,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { randomBytes, randomInt } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
 import type { AgentClient } from '@hako/proto';
 import { NetworkMode, SandboxState } from '@hako/proto';
 import { certsInit } from '../../../cli/src/certs.js';
 import { callUnary, createAgentClient, runExec } from '../../src/client.js';
-import { REPO_ROOT, createTestHost } from '../../../sandbox/test/helpers/test-host.js';
+import { REPO_ROOT, cgroupRoots, createTestHost, sh } from '../../../sandbox/test/helpers/test-host.js';
 
 const ITERATIONS = 20;
 const PHASES = [
@@ -186,14 +185,6 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 // ------------------------------------------------------------------------------ host objects
 
-function sh(cmd: string, args: string[]): string {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch {
-    return '';
-  }
-}
-
 function readdirOr(dir: string): string[] {
   try {
     return readdirSync(dir);
@@ -208,16 +199,6 @@ function readOr(path: string): string {
   } catch {
     return '';
   }
-}
-
-function cgroupRoots(): string[] {
-  const roots: string[] = [];
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const parts = line.split(' ');
-    const fstype = parts[parts.indexOf('-') + 1];
-    if ((fstype === 'cgroup' || fstype === 'cgroup2') && parts[4]) roots.push(parts[4]);
-  }
-  return roots;
 }
 
 const NAME_RE = new RegExp(`${prefix}[a-z0-9]{8,32}`);

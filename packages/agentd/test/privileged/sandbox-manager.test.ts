@@ -8,7 +8,7 @@ import { AppError, createLogger, parseConfig, sandboxHostConfigSchema } from '@h
 import type { BuiltSandboxHost } from '@hako/sandbox';
 import type { SandboxManager } from '../../src/sandbox-manager.js';
 import type { CreateInput, ExecInput } from '../../src/backend.js';
-import { newTestManager } from '../helpers/test-manager.js';
+import { createInput, execInput, newTestManager } from '../helpers/test-manager.js';
 import { createTestHost } from '../../../sandbox/test/helpers/test-host.js';
 
 const th = createTestHost();
@@ -30,31 +30,9 @@ async function newManager(poolMin = 0): Promise<SandboxManager> {
   return m;
 }
 
-const create = (over: Partial<CreateInput> = {}): CreateInput => ({
-  ownerId: 'tenant-a',
-  image: 'host',
-  labels: { app: 't' },
-  limits: {},
-  network: 'none',
-  egressAllow: [],
-  env: { GREETING: 'hi' },
-  upstreams: [],
-  ttlSeconds: 0,
-  idleTimeoutSeconds: 0,
-  ...over,
-});
-
-const execIn = (id: string, argv: string[], over: Partial<ExecInput> = {}): ExecInput => ({
-  ownerId: 'tenant-a',
-  sandboxId: id,
-  argv,
-  env: {},
-  cwd: '',
-  user: '',
-  stdin: false,
-  timeoutMs: 0,
-  ...over,
-});
+const create = (over: Partial<CreateInput> = {}): CreateInput =>
+  createInput({ labels: { app: 't' }, env: { GREETING: 'hi' }, ...over });
+const execIn = execInput;
 
 async function run(
   m: SandboxManager,

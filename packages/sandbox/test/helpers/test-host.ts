@@ -38,12 +38,24 @@ export interface TestHost {
   leftovers(): string[];
 }
 
-function sh(cmd: string, args: string[]): string {
+/** Runs a host tool; its stdout, or '' when it fails. */
+export function sh(cmd: string, args: string[]): string {
   try {
     return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch {
     return '';
   }
+}
+
+/** The mount points of every cgroup hierarchy (v1 and v2) on this host. */
+export function cgroupRoots(): string[] {
+  const roots: string[] = [];
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const parts = line.split(' ');
+    const fstype = parts[parts.indexOf('-') + 1];
+    if ((fstype === 'cgroup' || fstype === 'cgroup2') && parts[4]) roots.push(parts[4]);
+  }
+  return roots;
 }
 
 export function createTestHost(opts: { volume?: string } = {}): TestHost {
@@ -91,17 +103,6 @@ export function createTestHost(opts: { volume?: string } = {}): TestHost {
       });
       child.stdin.end(o.input ?? '');
     });
-
-  const cgroupRoots = (): string[] => {
-    const roots: string[] = [];
-    for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-      const parts = line.split(' ');
-      const sep = parts.indexOf('-');
-      const fstype = parts[sep + 1];
-      if (fstype === 'cgroup' || fstype === 'cgroup2') roots.push(parts[4] ?? '');
-    }
-    return roots.filter(Boolean);
-  };
 
   const leftovers = (): string[] => {
     const left: string[] = [];
