@@ -260,12 +260,15 @@ export class CniNetworkManager implements NetworkManager {
     } catch (err) {
       errors.push(toAppError(err, 'NETWORK_SETUP_FAILED'));
     }
-    if (delOk) {
-      try {
-        await rm(this.resultPath(name), { force: true });
-      } catch (err) {
-        errors.push(toAppError(err, 'NETWORK_SETUP_FAILED', `removing the cached result of ${name}`));
+    try {
+      // a temporary result file is never a result: it goes whether or not DEL succeeded
+      for (const f of await readdirOrEmpty(this.resultsDir)) {
+        if (RESULT_FILE_RE.exec(f)?.[1] === name && f.endsWith('.tmp'))
+          await rm(join(this.resultsDir, f), { force: true });
       }
+      if (delOk) await rm(this.resultPath(name), { force: true });
+    } catch (err) {
+      errors.push(toAppError(err, 'NETWORK_SETUP_FAILED', `removing the cached result of ${name}`));
     }
     if (errors.length > 0) throw new AggregateAppError('NETWORK_SETUP_FAILED', `detaching ${name}`, errors);
     this.logger.debug({ name, ms: Math.round(performance.now() - started) }, 'network detached');
@@ -323,7 +326,9 @@ export class CniNetworkManager implements NetworkManager {
     const prefix = envPrefix(this.opts.env);
     const names = new Set<string>();
     for (const f of await readdirOrEmpty(this.resultsDir)) {
-      if (f.startsWith(prefix) && f.endsWith('.json')) names.add(f.slice(0, -'.json'.length));
+      // `{name}.json`, or the temporary file of a write a crash cut short (writeAtomic)
+      const m = RESULT_FILE_RE.exec(f);
+      if (m?.[1]?.startsWith(prefix)) names.add(m[1]);
     }
     const leases = leaseDir(this.opts.stateDir, this.opts.env);
     for (const f of await readdirOrEmpty(leases)) {
@@ -372,6 +377,9 @@ async function readdirOrEmpty(dir: string): Promise<string[]> {
     throw toAppError(err, 'NETWORK_SETUP_FAILED', `listing ${dir}`);
   }
 }
+
+/** A cached result file: `{name}.json`, or writeAtomic's `{name}.json.{pid}.tmp`. */
+const RESULT_FILE_RE = /^(.+)\.json(?:\.\d+\.tmp)?$/;
 
 async function writeAtomic(path: string, text: string): Promise<void> {
   const tmp = `${path}.${process.pid}.tmp`;

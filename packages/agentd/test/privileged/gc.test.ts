@@ -29,9 +29,9 @@ import type { BuiltSandboxHost } from '@hako/sandbox';
 import type { SandboxManager } from '../../src/sandbox-manager.js';
 import type { SandboxRecordStore } from '../../src/sandbox-registry.js';
 import type { SandboxRecord } from '../../src/sandbox-registry.js';
-import type { CreateInput, ExecInput, GcResult } from '../../src/backend.js';
-import { newTestManager } from '../helpers/test-manager.js';
-import { createTestHost } from '../../../sandbox/test/helpers/test-host.js';
+import type { ExecInput, GcResult } from '../../src/backend.js';
+import { createInput, execInput, newTestManager } from '../helpers/test-manager.js';
+import { cgroupRoots, createTestHost } from '../../../sandbox/test/helpers/test-host.js';
 
 const th = createTestHost();
 const config = parseConfig(sandboxHostConfigSchema, th.env);
@@ -62,30 +62,8 @@ async function newHakod(pool: { min: number; max: number }): Promise<Hakod> {
   return h;
 }
 
-const create = (over: Partial<CreateInput> = {}): CreateInput => ({
-  ownerId: 'tenant-a',
-  image: 'host',
-  labels: {},
-  limits: {},
-  network: 'none',
-  egressAllow: [],
-  env: {},
-  upstreams: [],
-  ttlSeconds: 0,
-  idleTimeoutSeconds: 0,
-  ...over,
-});
-
-const execIn = (id: string, argv: string[]): ExecInput => ({
-  ownerId: 'tenant-a',
-  sandboxId: id,
-  argv,
-  env: {},
-  cwd: '',
-  user: '',
-  stdin: false,
-  timeoutMs: 0,
-});
+const create = createInput;
+const execIn = (id: string, argv: string[]): ExecInput => execInput(id, argv);
 
 async function run(m: SandboxManager, id: string, argv: string[]) {
   const h = await m.exec(execIn(id, argv));
@@ -149,16 +127,6 @@ function leaseOwners(): Map<string, string> {
     out.set(f, readFileSync(join(leases, f), 'utf8').split('\n')[0]?.trim() ?? '');
   }
   return out;
-}
-
-function cgroupRoots(): string[] {
-  const roots: string[] = [];
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const parts = line.split(' ');
-    const fstype = parts[parts.indexOf('-') + 1];
-    if ((fstype === 'cgroup' || fstype === 'cgroup2') && parts[4]) roots.push(parts[4]);
-  }
-  return roots;
 }
 
 function mountPoints(): string[] {
@@ -531,4 +499,19 @@ test('sweep reaps sandboxes past their TTL or idle timeout, not one with a runni
     await h.m.close({ destroyAll: true });
     await h.b.close();
   }
+});
+
+test("a CNI result write cut short by a crash (writeAtomic's temporary file) is hakod's and goes with GC", async () => {
+  const a = await newHakod({ min: 0, max: 0 });
+  const s = await a.m.createSandbox(create({ network: 'egress' }));
+  await a.m.destroySandbox('tenant-a', s.id);
+  const name = resourceName(env, s.id);
+  assert.deepEqual(stateFilesOf(name), [], 'the destroy left nothing');
+  const tmp = join(config.HAKO_STATE_DIR, 'cni', 'results', `${name}.json.4242.tmp`);
+  writeFileSync(tmp, '{"cniVersion":');
+  const r = await a.m.garbageCollect('hako', false);
+  assert.deepEqual(r.failed, []);
+  assert.deepEqual(byName(r).get(name), ['netns']);
+  assert.equal(existsSync(tmp), false, 'the temporary result file was removed');
+  assertForeignIntact();
 });
