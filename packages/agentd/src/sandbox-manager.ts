@@ -661,12 +661,12 @@ export class SandboxManager {
   /** GarbageCollect: what this env's hakod created and no longer holds (seed P1-3). */
   async garbageCollect(prefix: string, dryRun: boolean): Promise<GcResult> {
     const p = prefix === '' ? 'hako' : prefix;
-    const keep = new Set([...this.byId.values()].map((m) => m.sb.name));
     if (p !== 'hako') {
       // hako names everything `hako-{env}-…`: nothing under another prefix is hakod's
-      return { removed: [], failed: [], kept: [...keep] };
+      return { removed: [], failed: [], kept: [...this.byId.values()].map((m) => m.sb.name) };
     }
-    const r = await this.d.host.gc({ dryRun, keep });
+    // the host spares every sandbox it is creating or holds: all of this manager's
+    const r = await this.d.host.gc({ dryRun });
     if (dryRun) return r;
     // a removed sandbox's record goes too (it belonged to a hakod that died or lost track of it)
     for (const x of r.removed) {

@@ -663,10 +663,10 @@ export class SandboxHost {
    * and leases, quota directories and bundles. A sandbox whose owner is alive is left alone, and so
    * is every sandbox this host is creating or holds (so a GC may run alongside creates).
    */
-  async gc(opts: { dryRun: boolean; keep?: ReadonlySet<string> }): Promise<GcReport> {
+  async gc(opts: { dryRun: boolean }): Promise<GcReport> {
     const env = this.d.config.HAKO_ENV;
     const prefix = envPrefix(env);
-    const live = new Set<string>([...(opts.keep ?? []), ...this.held]);
+    const live = new Set<string>(this.held);
     const bundles: string[] = [];
     for (const name of await readdir(this.runDir).catch(() => [] as string[])) {
       if (!idFromName(env, name) || this.held.has(name)) continue;
