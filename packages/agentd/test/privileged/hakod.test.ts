@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import tar from 'tar-stream';
-import { silentLogger } from '@hako/core';
+import { createLogger } from '@hako/core';
 import type { AgentClient } from '@hako/proto';
 import { NetworkMode } from '@hako/proto';
 import { certsInit } from '../../../cli/src/certs.js';
@@ -71,7 +71,7 @@ before(async () => {
       AGENT_UPSTREAM_ANTHROPIC_URL: `http://127.0.0.1:${port}`,
       AGENT_UPSTREAM_ANTHROPIC_API_KEY: secret,
     },
-    { logger: silentLogger() },
+    { logger: createLogger({ level: 'error', name: 'hakod-test' }) },
   );
   client = createAgentClient({ address: agent.address, tls: { dir: pkiDir } });
 });
