@@ -1,1 +1,10 @@
 export {};
+export * from './db/pool.js';
+export * from './db/migrate.js';
+export * from './repositories/tenants.js';
+export * from './repositories/api-keys.js';
+export * from './repositories/conversations.js';
+export * from './repositories/runs.js';
+export * from './repositories/events.js';
+export * from './repositories/files.js';
+export * from './repositories/workspace-objects.js';

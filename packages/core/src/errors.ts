@@ -165,6 +165,28 @@ export const ERROR_CODES = {
     http: 503,
     summary: 'hakod could not be reached, refused the TLS handshake, or did not answer in time.',
   },
+  CONVERSATION_NOT_FOUND: {
+    grpc: 'NOT_FOUND',
+    http: 404,
+    summary: 'No conversation with that id for this tenant.',
+  },
+  CONVERSATION_LOCKED: {
+    grpc: 'ABORTED',
+    http: 409,
+    summary: 'Another execute is running on the conversation.',
+  },
+  TENANT_NOT_FOUND: { grpc: 'NOT_FOUND', http: 404, summary: 'No tenant with that id.' },
+  RUN_NOT_FOUND: { grpc: 'NOT_FOUND', http: 404, summary: 'No run with that id for this tenant.' },
+  DATABASE_FAILED: {
+    grpc: 'UNAVAILABLE',
+    http: 503,
+    summary: 'A PostgreSQL query failed or the database could not be reached.',
+  },
+  MIGRATION_CHECKSUM_MISMATCH: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 500,
+    summary: 'An applied database migration file was changed; restore it and add a new migration instead.',
+  },
   INTERNAL: { grpc: 'INTERNAL', http: 500, summary: 'An unexpected internal error.' },
 } as const satisfies Record<string, CodeSpec>;
 
