@@ -187,6 +187,16 @@ export const ERROR_CODES = {
     http: 500,
     summary: 'An applied database migration file was changed; restore it and add a new migration instead.',
   },
+  NO_HEALTHY_NODE: {
+    grpc: 'UNAVAILABLE',
+    http: 503,
+    summary: 'No configured hakod node is healthy and has room for a sandbox.',
+  },
+  COORDINATION_FAILED: {
+    grpc: 'UNAVAILABLE',
+    http: 503,
+    summary: 'Redis (locks, rate limits, concurrency slots) could not be reached or failed.',
+  },
   INTERNAL: { grpc: 'INTERNAL', http: 500, summary: 'An unexpected internal error.' },
 } as const satisfies Record<string, CodeSpec>;
 
