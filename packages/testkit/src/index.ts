@@ -5,3 +5,8 @@ export { startRedis } from './services/redis.js';
 export type { RedisService, StartRedisOptions } from './services/redis.js';
 export { startS3, S3_CLIENT_COMPAT } from './services/s3.js';
 export type { S3Service, StartS3Options } from './services/s3.js';
+export * from './scripted-model.js';
+export * from './scripted-model-script.js';
+export * from './scripted-model-sse.js';
+export * from './scripted-model-classify.js';
+export * from './direct-run.js';
