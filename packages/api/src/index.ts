@@ -32,3 +32,70 @@ export type {
   EnsuredSandbox,
   ConversationSandboxesOptions,
 } from './nodes/conversation-sandbox.js';
+export { buildApp, createAppRepos, DEFAULT_HTTP_LIMITS } from './app.js';
+export type { AppDeps, AppRepos, AppRoutePlugin, HttpLimits } from './app.js';
+export {
+  registerAuth,
+  tenantIdOf,
+  tenantOf,
+  bearerToken,
+  safeEqual,
+  apiKeyRateKey,
+  RATE_WINDOW_MS,
+} from './http/auth.js';
+export type { AuthDeps } from './http/auth.js';
+export {
+  PROBLEM_CONTENT_TYPE,
+  problemType,
+  problemFromAppError,
+  appErrorFromHttp,
+  sendProblem,
+  registerProblemHandlers,
+} from './http/problem.js';
+export type { Problem, ProblemAnswer } from './http/problem.js';
+export { RouteRecorder, buildOpenApi, openApiPath, WILDCARD_PARAM } from './http/openapi.js';
+export type { RecordedRoute, OpenApiOptions } from './http/openapi.js';
+export type { AuthMode, RouteDocs, RouteExample } from './http/route-config.js';
+export {
+  assertFilePath,
+  filePathProblem,
+  workspaceObjectKey,
+  MAX_FILE_PATH_BYTES,
+  MAX_FILE_SEGMENT_BYTES,
+  MAX_FILE_PATH_DEPTH,
+  RESERVED_DIR,
+} from './http/file-path.js';
+export type { FilePathProblem } from './http/file-path.js';
+export {
+  DEFAULT_TENANT_SETTINGS,
+  parseTenantSettings,
+  tenantSettingsToWire,
+  tenantSettingsWireSchema,
+  tenantSettingsInputJsonSchema,
+  tenantSettingsOutputJsonSchema,
+} from './http/tenant-settings.js';
+export type { TenantSettingsWire, TenantSettingsWireInput } from './http/tenant-settings.js';
+export { DEFAULT_UPLOAD_LIMITS, uploadLimitFor, uploadMediaType } from './routes/files.js';
+export type { UploadLimits } from './routes/files.js';
+export { S3ObjectStore, S3_DELETE_BATCH } from './storage/s3-object-store.js';
+export type { S3ObjectStoreOptions } from './storage/s3-object-store.js';
+export { WorkspaceSync } from './workspace/workspace-sync.js';
+export type {
+  WorkspaceSyncOptions,
+  SandboxRef,
+  RestoreInput,
+  SyncBackInput,
+  SyncBackResult,
+  ResumeReport,
+} from './workspace/workspace-sync.js';
+export { restoreWorkspace, DEFAULT_RESTORE_BATCH, DEFAULT_RESTORE_CONCURRENCY } from './workspace/restore.js';
+export type { RestoreRequest, RestoreResult, RestoreDrift, RestoreBatchLimits } from './workspace/restore.js';
+export { diffWorkspace } from './workspace/diff.js';
+export type { Manifest, ManifestEntry, FileChange as WorkspaceFileChange, ChangeKind, WorkspaceDiff } from './workspace/diff.js';
+export { workspacePrefix, isHakoStatePath, syncPathProblem, HAKO_STATE_DIR } from './workspace/paths.js';
+export type { SyncPathProblem } from './workspace/paths.js';
+export type { SkippedEntry, SkipReason } from './workspace/tar-entries.js';
+export { DEFAULT_RETRY_POLICY } from './workspace/retry.js';
+export type { RetryPolicy } from './workspace/retry.js';
+export { DEFAULT_SCAN_LIMITS } from './workspace/scan.js';
+export type { ScanLimits } from './workspace/scan.js';

@@ -187,6 +187,32 @@ export const ERROR_CODES = {
     http: 500,
     summary: 'An applied database migration file was changed; restore it and add a new migration instead.',
   },
+  RATE_LIMITED: {
+    grpc: 'RESOURCE_EXHAUSTED',
+    http: 429,
+    summary: 'The API key sent more requests this minute than its tenant allows; wait Retry-After seconds.',
+  },
+  WORKSPACE_DISABLED: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 409,
+    summary: 'The conversation was created with workspace_enabled false: it has no files.',
+  },
+  API_KEY_NOT_FOUND: {
+    grpc: 'NOT_FOUND',
+    http: 404,
+    summary: 'No active API key with that id for this tenant (unknown or already revoked).',
+  },
+  ROUTE_NOT_FOUND: { grpc: 'UNIMPLEMENTED', http: 404, summary: 'No route with that method and path.' },
+  UNSUPPORTED_MEDIA_TYPE: {
+    grpc: 'INVALID_ARGUMENT',
+    http: 415,
+    summary: 'The request body has a Content-Type the route does not accept.',
+  },
+  PAYLOAD_TOO_LARGE: {
+    grpc: 'RESOURCE_EXHAUSTED',
+    http: 413,
+    summary: 'The request body is over its size limit.',
+  },
   NO_HEALTHY_NODE: {
     grpc: 'UNAVAILABLE',
     http: 503,

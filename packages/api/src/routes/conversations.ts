@@ -1,0 +1,157 @@
+/**
+ * Conversations of the caller's tenant (bearer API key): create and read. Another tenant's
+ * conversation is CONVERSATION_NOT_FOUND, exactly like one that does not exist.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Conversation } from '../types.js';
+import { tenantIdOf, tenantOf } from '../http/auth.js';
+
+/** What the conversation routes need from the repositories. */
+export interface ConversationRouteDeps {
+  createConversation: (
+    tenantId: string,
+    input: { title?: string | null; workspaceEnabled?: boolean },
+  ) => Promise<Conversation>;
+  /** CONVERSATION_NOT_FOUND when it is not one of the tenant's. */
+  getConversation: (tenantId: string, id: string) => Promise<Conversation>;
+}
+
+export const EXAMPLE_CONVERSATION_ID = '0b6f3d2e-5a4c-4e8b-9f1a-2c3d4e5f6a7b';
+const EXAMPLE_TIME = '2025-01-01T12:00:00.000Z';
+
+/** Path parameters of routes under `/v1/conversations/{id}`. */
+export const conversationParams = {
+  type: 'object',
+  required: ['id'],
+  additionalProperties: false,
+  properties: { id: { type: 'string', format: 'uuid', description: 'The conversation id.' } },
+} as const;
+
+export const conversationSchema = {
+  type: 'object',
+  required: [
+    'id',
+    'title',
+    'workspace_enabled',
+    'session_id',
+    'context_tokens',
+    'context_limit',
+    'status',
+    'created_at',
+    'updated_at',
+  ],
+  properties: {
+    id: { type: 'string', format: 'uuid' },
+    title: { type: ['string', 'null'] },
+    workspace_enabled: { type: 'boolean' },
+    session_id: { type: ['string', 'null'], description: 'The agent session a next execute resumes.' },
+    context_tokens: { type: 'integer', description: 'Context tokens in use after the last run.' },
+    context_limit: { type: 'integer', description: "The tenant's max_context_tokens." },
+    status: { type: 'string', enum: ['idle', 'running'] },
+    created_at: { type: 'string', format: 'date-time' },
+    updated_at: { type: 'string', format: 'date-time' },
+  },
+} as const;
+
+export function conversationToWire(c: Conversation, contextLimit: number): Record<string, unknown> {
+  return {
+    id: c.id,
+    title: c.title,
+    workspace_enabled: c.workspaceEnabled,
+    session_id: c.sessionId,
+    context_tokens: c.contextTokens,
+    context_limit: contextLimit,
+    status: c.status,
+    created_at: c.createdAt,
+    updated_at: c.updatedAt,
+  };
+}
+
+const exampleConversation = {
+  id: EXAMPLE_CONVERSATION_ID,
+  title: 'Quarterly report',
+  workspace_enabled: true,
+  session_id: null,
+  context_tokens: 0,
+  context_limit: 200000,
+  status: 'idle',
+  created_at: EXAMPLE_TIME,
+  updated_at: EXAMPLE_TIME,
+};
+
+export function registerConversationRoutes(app: FastifyInstance, deps: ConversationRouteDeps): void {
+  app.post<{ Body: { title?: string | null; workspace_enabled?: boolean } | undefined }>(
+    '/v1/conversations',
+    {
+      schema: {
+        summary: 'Create a conversation',
+        tags: ['conversations'],
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            title: { type: ['string', 'null'], maxLength: 500 },
+            workspace_enabled: {
+              type: 'boolean',
+              default: true,
+              description:
+                'Give the agent a persistent /workspace (synced to S3); false runs it in the read-only skills directory.',
+            },
+          },
+        },
+        response: { 201: conversationSchema },
+      },
+      // An empty POST is a conversation with every default.
+      preValidation: (req, _reply, done) => {
+        req.body ??= {};
+        done();
+      },
+      config: {
+        auth: 'tenant',
+        docs: {
+          bodyOptional: true,
+          example: {
+            body: { title: 'Quarterly report' },
+            response: { status: 201, body: exampleConversation },
+          },
+        },
+      },
+    },
+    async (req, reply) => {
+      const tenant = tenantOf(req);
+      const body = req.body ?? {};
+      const input: { title?: string | null; workspaceEnabled?: boolean } = {};
+      if (body.title !== undefined) input.title = body.title;
+      if (body.workspace_enabled !== undefined) input.workspaceEnabled = body.workspace_enabled;
+      const conv = await deps.createConversation(tenant.id, input);
+      req.log.info({ tenantId: tenant.id, conversationId: conv.id }, 'conversation created');
+      return reply.code(201).send(conversationToWire(conv, tenant.settings.maxContextTokens));
+    },
+  );
+
+  app.get<{ Params: { id: string } }>(
+    '/v1/conversations/:id',
+    {
+      schema: {
+        summary: 'Read a conversation',
+        tags: ['conversations'],
+        params: conversationParams,
+        response: { 200: conversationSchema },
+      },
+      config: {
+        auth: 'tenant',
+        docs: {
+          errors: ['CONVERSATION_NOT_FOUND'],
+          example: {
+            params: { id: EXAMPLE_CONVERSATION_ID },
+            response: { status: 200, body: exampleConversation },
+          },
+        },
+      },
+    },
+    async (req) => {
+      const conv = await deps.getConversation(tenantIdOf(req), req.params.id);
+      return conversationToWire(conv, tenantOf(req).settings.maxContextTokens);
+    },
+  );
+}
