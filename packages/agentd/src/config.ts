@@ -4,14 +4,19 @@
  * rules: TLS with a verified client certificate unless plaintext is asked for explicitly, and
  * plaintext only on a unix socket or a loopback address.
  */
+import { stat } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { parseBytes, parseConfig, parseDuration, sandboxHostConfigSchema } from '@hako/core';
+import { AppError, parseBytes, parseConfig, parseDuration, sandboxHostConfigSchema } from '@hako/core';
 import type { EnvRecord } from '@hako/core';
 
 /** The files `hako certs init` writes that hakod reads from AGENT_TLS_DIR. */
 export const AGENT_TLS_DIR_FILES = { ca: 'ca.pem', cert: 'server.pem', key: 'server-key.pem' } as const;
+
+/** Where the Claude Code binary (AGENT_CLAUDE_CODE_BINARY) is inside every sandbox. */
+export const CLAUDE_CODE_SANDBOX_PATH = '/opt/hako/bin/claude';
 
 /** Where hakod listens: a TCP host and port, or a unix socket path. */
 export type AgentListenAddress =
@@ -215,6 +220,13 @@ export const agentConfigBaseSchema = sandboxHostConfigSchema.extend({
   AGENT_MAX_TRANSFER_BYTES: bytesString
     .default('256m')
     .describe('Largest tar stream one WriteFiles or ReadFiles call moves.'),
+  AGENT_CLAUDE_CODE_BINARY: z
+    .string()
+    .refine((v) => v === '' || (v.startsWith('/') && !v.includes('\0')), 'an absolute path, or empty')
+    .optional()
+    .describe(
+      `Host file bind-mounted read-only (nosuid, nodev) at ${CLAUDE_CODE_SANDBOX_PATH} in every sandbox hakod creates: the Claude Code binary hako-api runs the agent with. Unset: the one in the Claude Agent SDK's native package for this platform (@anthropic-ai/claude-agent-sdk-linux-x64 or -arm64, resolved from node_modules). Empty: no binary is mounted. A binary that is missing at start-up stops hakod with CONFIG_INVALID.`,
+    ),
   AGENT_UPSTREAM_ANTHROPIC_URL: z
     .string()
     .url()
@@ -242,6 +254,64 @@ export const agentConfigBaseSchema = sandboxHostConfigSchema.extend({
 });
 
 type BaseConfig = z.infer<typeof agentConfigBaseSchema>;
+
+/**
+ * The packages that carry Claude Code's native binary for this platform, in the order tried: the
+ * glibc build first (the `host` image runs the host's /usr), then the musl one.
+ */
+export function claudeCodePackages(arch: string = process.arch): string[] {
+  return [
+    `@anthropic-ai/claude-agent-sdk-linux-${arch}`,
+    `@anthropic-ai/claude-agent-sdk-linux-${arch}-musl`,
+  ];
+}
+
+/**
+ * The host path of the Claude Code binary hakod mounts into sandboxes, or undefined when
+ * AGENT_CLAUDE_CODE_BINARY is empty (disabled). Unset resolves the SDK's native package from
+ * node_modules with `resolve` (default: Node's resolution from this module). Does not check that
+ * the file exists (checkClaudeCodeBinary does). CONFIG_INVALID when no package resolves.
+ */
+export function claudeCodeBinaryPath(
+  c: Pick<BaseConfig, 'AGENT_CLAUDE_CODE_BINARY'>,
+  resolve: (specifier: string) => string = createRequire(import.meta.url).resolve,
+  arch: string = process.arch,
+): string | undefined {
+  if (c.AGENT_CLAUDE_CODE_BINARY === '') return undefined;
+  if (c.AGENT_CLAUDE_CODE_BINARY !== undefined) return c.AGENT_CLAUDE_CODE_BINARY;
+  const tried = claudeCodePackages(arch);
+  for (const pkg of tried) {
+    try {
+      return resolve(`${pkg}/claude`);
+    } catch {
+      // not installed for this platform: try the next
+    }
+  }
+  throw new AppError(
+    'CONFIG_INVALID',
+    `invalid configuration: AGENT_CLAUDE_CODE_BINARY: unset, and none of ${tried.join(', ')} is installed (npm installs the one for this platform with @anthropic-ai/claude-agent-sdk); set it to the Claude Code binary's path, or to empty to mount none`,
+  );
+}
+
+/**
+ * Checks that the Claude Code binary hakod is about to mount is an executable regular file;
+ * CONFIG_INVALID naming AGENT_CLAUDE_CODE_BINARY otherwise.
+ */
+export async function checkClaudeCodeBinary(path: string): Promise<void> {
+  const bad = (why: string): AppError =>
+    new AppError(
+      'CONFIG_INVALID',
+      `invalid configuration: AGENT_CLAUDE_CODE_BINARY: ${path} ${why}; set it to the Claude Code binary (node_modules/@anthropic-ai/claude-agent-sdk-linux-x64/claude), or to empty to mount none`,
+    );
+  let st;
+  try {
+    st = await stat(path);
+  } catch (e) {
+    throw bad(`cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  if (!st.isFile()) throw bad('is not a regular file');
+  if ((st.mode & 0o111) === 0) throw bad('is not executable');
+}
 
 /** The TLS files hakod serves with, after AGENT_TLS_DIR expansion (explicit paths win). */
 export interface AgentTlsFiles {

@@ -84,3 +84,9 @@ export {
   MAX_NAME_BYTES,
   MAX_PATH_BYTES,
 } from './workspace-paths.js';
+export {
+  CLAUDE_CODE_SANDBOX_PATH,
+  claudeCodeBinaryPath,
+  claudeCodePackages,
+  checkClaudeCodeBinary,
+} from './config.js';

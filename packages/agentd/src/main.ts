@@ -6,10 +6,16 @@
 import { join } from 'node:path';
 import { createLogger } from '@hako/core';
 import type { EnvRecord, Logger } from '@hako/core';
-import { buildSandboxHost, resolveIpamRange, upstreamEnv } from '@hako/sandbox';
+import { buildSandboxHost, resolveIpamRange, upstreamEnv, upstreamNames } from '@hako/sandbox';
 import type { UpstreamsConfig } from '@hako/sandbox';
 import { HakodBackend } from './agent-backend.js';
-import { loadAgentConfig, parseAgentListen } from './config.js';
+import {
+  CLAUDE_CODE_SANDBOX_PATH,
+  checkClaudeCodeBinary,
+  claudeCodeBinaryPath,
+  loadAgentConfig,
+  parseAgentListen,
+} from './config.js';
 import type { AgentConfig } from './config.js';
 import { startAgentServer } from './grpc-server.js';
 import { AgentMetrics } from './metrics.js';
@@ -67,7 +73,15 @@ export async function startAgent(env: EnvRecord, opts: { logger?: Logger } = {})
   };
   try {
     const upstreams = upstreamsFrom(config);
-    const built = await buildSandboxHost(config, logger, { proxy: { upstreams } });
+    const claudeCode = claudeCodeBinaryPath(config);
+    if (claudeCode !== undefined) await checkClaudeCodeBinary(claudeCode);
+    const built = await buildSandboxHost(config, logger, {
+      proxy: { upstreams },
+      binds:
+        claudeCode === undefined
+          ? []
+          : [{ destination: CLAUDE_CODE_SANDBOX_PATH, source: claudeCode, readonly: true }],
+    });
     closers.push({ name: 'sandbox host', close: () => built.close() });
     await built.host.init();
     const range = resolveIpamRange({
@@ -109,7 +123,11 @@ export async function startAgent(env: EnvRecord, opts: { logger?: Logger } = {})
           metrics.countGcFailed(failed);
         },
       },
-      upstreamEnv: (names) => upstreamEnv(names, built.proxy.url, upstreams),
+      // the proxy listens from the first egress sandbox on: before that only the names are checked
+      upstreamEnv: (names) =>
+        built.proxy.url === ''
+          ? (upstreamNames(names, upstreams), {})
+          : upstreamEnv(names, built.proxy.url, upstreams),
       setEgressPolicy: (sb, allow, names) => built.host.setEgressPolicy(sb, allow, names),
     });
     closers.push({ name: 'sandboxes', close: () => manager.close({ destroyAll: destroyAllOnClose }) });
@@ -157,7 +175,12 @@ export async function startAgent(env: EnvRecord, opts: { logger?: Logger } = {})
     manager.startSweeper(config.AGENT_GC_INTERVAL);
     if (config.AGENT_POOL_MIN > 0) manager.warm('host', {}, 'none');
     logger.info(
-      { address: server.address, metrics: metricsAddress, runtime: built.runtimeName },
+      {
+        address: server.address,
+        metrics: metricsAddress,
+        runtime: built.runtimeName,
+        claudeCode: claudeCode ?? 'none',
+      },
       'hakod ready',
     );
 

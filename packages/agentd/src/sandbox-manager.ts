@@ -51,7 +51,11 @@ export interface SandboxManagerDeps {
   readonly records: SandboxRecordStore;
   readonly logger: Logger;
   readonly observer?: ManagerObserver | undefined;
-  /** The environment a sandbox gets for its named upstreams (proxy URL, placeholder key). */
+  /**
+   * The environment a sandbox gets for its named upstreams (proxy URL, placeholder key). Throws for
+   * names that are unknown or not configured. Called once before the sandbox starts (to check the
+   * names; the answer may be empty while the egress proxy is not listening yet) and once after.
+   */
   readonly upstreamEnv: (upstreams: readonly string[]) => Record<string, string>;
   /** Registers the sandbox's allowlist and upstreams with the egress proxy (egress sandboxes). */
   readonly setEgressPolicy: (sb: Sandbox, allow: readonly string[], upstreams: readonly string[]) => void;
@@ -271,8 +275,9 @@ export class SandboxManager {
     const started = performance.now();
     const cfg = this.d.config;
     const limits = effectiveLimits(input.limits, cfg.defaults);
-    // checked before a sandbox is claimed or started, so a refusal leaves nothing behind
-    const upstreamEnv = input.upstreams.length > 0 ? this.d.upstreamEnv(input.upstreams) : {};
+    // checked before a sandbox is claimed or started, so a refusal leaves nothing behind; computed
+    // again once it runs (the egress proxy listens from the first egress sandbox on)
+    if (input.upstreams.length > 0) this.d.upstreamEnv(input.upstreams);
     const key = profileKey(input.image, limits, input.network);
     const profile = this.profile(key, input.image, limits, input.network);
     profile.claims.push(Date.now());
@@ -289,7 +294,7 @@ export class SandboxManager {
       labels: { ...input.labels },
       egressAllow: [...input.egressAllow],
       upstreams: [...input.upstreams],
-      env: { ...input.env, ...upstreamEnv },
+      env: { ...input.env },
       createdAtMs: now,
       expiresAtMs: now + ttlMs,
       idleTimeoutMs: input.idleTimeoutSeconds > 0 ? input.idleTimeoutSeconds * 1000 : cfg.idleTtlMs,
@@ -297,6 +302,7 @@ export class SandboxManager {
       poolProfile: undefined,
     };
     try {
+      if (input.upstreams.length > 0) Object.assign(rec.env, this.d.upstreamEnv(input.upstreams));
       if (rec.network === 'egress') this.d.setEgressPolicy(m.sb, rec.egressAllow, rec.upstreams);
       m.rec = rec;
       m.lastActiveAtMs = now;

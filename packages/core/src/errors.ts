@@ -223,6 +223,12 @@ export const ERROR_CODES = {
     http: 503,
     summary: 'Redis (locks, rate limits, concurrency slots) could not be reached or failed.',
   },
+  AGENT_FAILED: {
+    grpc: 'INTERNAL',
+    http: 502,
+    summary:
+      'The agent (Claude Code in the sandbox) failed: it exited early, a sandbox limit killed it, or the model API answered an error.',
+  },
   INTERNAL: { grpc: 'INTERNAL', http: 500, summary: 'An unexpected internal error.' },
 } as const satisfies Record<string, CodeSpec>;
 

@@ -8,6 +8,7 @@ import type { Logger, SandboxHostConfig } from '@hako/core';
 import { detectCgroupLayout } from './cgroup-layout.js';
 import { createCgroupManager } from './cgroup-factory.js';
 import { HttpEgressProxy } from './egress-proxy.js';
+import type { BindMount } from './oci-spec.js';
 import type { HttpEgressProxyOptions } from './egress-proxy.js';
 import { LocalImageStore } from './image-store.js';
 import { CniNetworkManager } from './network-manager.js';
@@ -35,6 +36,8 @@ export async function buildSandboxHost(
   overrides: {
     runtime?: RuntimeName | undefined;
     proxy?: Omit<HttpEgressProxyOptions, 'logger'>;
+    /** Read-only binds into every sandbox (SandboxHostDeps.binds). */
+    binds?: readonly BindMount[] | undefined;
   } = {},
 ): Promise<BuiltSandboxHost> {
   const layout = await detectCgroupLayout();
@@ -66,7 +69,17 @@ export async function buildSandboxHost(
     logger,
   });
   const proxy = new HttpEgressProxy({ ...overrides.proxy, logger });
-  const host = new SandboxHost({ config, runtime, cgroups, quota, images, network, proxy, logger });
+  const host = new SandboxHost({
+    config,
+    runtime,
+    cgroups,
+    quota,
+    images,
+    network,
+    proxy,
+    binds: overrides.binds,
+    logger,
+  });
   return {
     host,
     runtimeName: choice.name,

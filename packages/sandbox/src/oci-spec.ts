@@ -8,6 +8,14 @@ export interface BindMount {
   readonly readonly: boolean;
 }
 
+/**
+ * The extra binds of one sandbox: the host-wide ones (SandboxHostDeps.binds, e.g. the Claude Code
+ * binary) first and always read-only whatever they say, then the sandbox's own.
+ */
+export function sandboxBinds(hostWide: readonly BindMount[], own: readonly BindMount[]): BindMount[] {
+  return [...hostWide.map((b) => ({ ...b, readonly: true })), ...own];
+}
+
 export interface SpecInput {
   /** Argument vector of the sandbox's first process. */
   readonly args: readonly string[];

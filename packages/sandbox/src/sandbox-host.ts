@@ -8,7 +8,7 @@ import { AggregateAppError, AppError, toAppError } from '@hako/core';
 import type { Logger, SandboxHostConfig } from '@hako/core';
 import { Sandbox } from './sandbox.js';
 import type { SandboxOptions } from './sandbox.js';
-import { buildOciSpec, buildProcess } from './oci-spec.js';
+import { buildOciSpec, buildProcess, sandboxBinds } from './oci-spec.js';
 import type { BindMount } from './oci-spec.js';
 import { HOST_IMAGE_NAME } from './host-image.js';
 import { HOST_ETC_BINDS, seedEtcFromImage, writeEtcDir } from './etc-files.js';
@@ -43,6 +43,12 @@ export interface SandboxHostDeps {
   readonly network?: NetworkManager | undefined;
   /** Needed only for network mode `egress`. */
   readonly proxy?: EgressProxy | undefined;
+  /**
+   * Host files or directories bind-mounted into every sandbox this host prepares, always read-only
+   * (nosuid, nodev), e.g. hakod's Claude Code binary at /opt/hako/bin/claude. Undefined or empty:
+   * none. The sources must exist when a sandbox is created.
+   */
+  readonly binds?: readonly BindMount[] | undefined;
   readonly logger: Logger;
 }
 
@@ -294,7 +300,7 @@ export class SandboxHost {
           ? cg.notJoined.map((rel) => `/sys/fs/cgroup/${rel}`)
           : [],
         annotations,
-        extraBinds,
+        extraBinds: sandboxBinds(this.d.binds ?? [], extraBinds),
       });
       await writeFile(join(sb.bundleDir, 'config.json'), JSON.stringify(spec));
       sb.cleanup.push('runtime container', () => this.deleteContainer(sb));

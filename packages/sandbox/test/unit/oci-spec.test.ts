@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { buildOciSpec, MASKED_PATHS, READONLY_PATHS } from '../../src/oci-spec.js';
+import { buildOciSpec, MASKED_PATHS, READONLY_PATHS, sandboxBinds } from '../../src/oci-spec.js';
 import { DENIED_SYSCALLS, buildSeccompProfile } from '../../src/seccomp-profile.js';
 import { renderEtcFiles, HOST_ETC_BINDS } from '../../src/etc-files.js';
 
@@ -71,6 +71,39 @@ test('mounts: /workspace rw nosuid nodev, /usr and /etc read-only, sized tmpfs f
   for (const mount of spec.mounts) {
     assert.ok(!/shadow|ssl\/private|ssh|sudoers|passwd|credentials/.test(mount.source), mount.source);
   }
+});
+
+test('extra binds (the Claude Code binary, skills) come after /workspace: read-only, nosuid, nodev', () => {
+  // the host-wide bind is read-only even when configured otherwise
+  const binds = sandboxBinds(
+    [{ destination: '/opt/hako/bin/claude', source: '/srv/node_modules/claude', readonly: false }],
+    [{ destination: '/skills/t1', source: '/var/lib/hako/skills/t1', readonly: true }],
+  );
+  assert.deepEqual(
+    binds.map((b) => [b.destination, b.readonly]),
+    [
+      ['/opt/hako/bin/claude', true],
+      ['/skills/t1', true],
+    ],
+  );
+  const spec = buildOciSpec({ ...base, extraBinds: binds });
+  const dests = spec.mounts.map((x) => x.destination);
+  const claude = spec.mounts.find((x) => x.destination === '/opt/hako/bin/claude');
+  assert.deepEqual(claude, {
+    destination: '/opt/hako/bin/claude',
+    type: 'bind',
+    source: '/srv/node_modules/claude',
+    options: ['rbind', 'ro', 'nosuid', 'nodev'],
+  });
+  assert.ok(
+    dests.indexOf('/opt/hako/bin/claude') > dests.indexOf('/workspace'),
+    'mounted over /workspace, not under',
+  );
+  assert.ok(spec.mounts.find((x) => x.destination === '/skills/t1')?.options.includes('ro'));
+  assert.equal(
+    buildOciSpec(base).mounts.some((x) => x.destination === '/opt/hako/bin/claude'),
+    false,
+  );
 });
 
 test('masked and read-only paths match runc defaults', () => {
