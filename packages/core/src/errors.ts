@@ -175,6 +175,7 @@ export const ERROR_CODES = {
     http: 409,
     summary: 'Another execute is running on the conversation.',
   },
+  RUN_CANCELLED: { grpc: 'CANCELLED', http: 499, summary: 'The run was cancelled (client gone, timeout).' },
   TENANT_NOT_FOUND: { grpc: 'NOT_FOUND', http: 404, summary: 'No tenant with that id.' },
   RUN_NOT_FOUND: { grpc: 'NOT_FOUND', http: 404, summary: 'No run with that id for this tenant.' },
   DATABASE_FAILED: {
