@@ -230,6 +230,13 @@ export const ERROR_CODES = {
     summary:
       'The agent (Claude Code in the sandbox) failed: it exited early, a sandbox limit killed it, or the model API answered an error.',
   },
+  OBJECT_NOT_FOUND: { grpc: 'NOT_FOUND', http: 404, summary: 'No object with that key in the object store.' },
+  STORAGE_FAILED: {
+    grpc: 'UNAVAILABLE',
+    http: 503,
+    summary:
+      'The object store (S3) could not be reached or refused the request; workspace changes wait in the local spool.',
+  },
   INTERNAL: { grpc: 'INTERNAL', http: 500, summary: 'An unexpected internal error.' },
 } as const satisfies Record<string, CodeSpec>;
 
