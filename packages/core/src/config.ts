@@ -31,14 +31,42 @@ export function parseDuration(input: string): number {
   return Math.round(ms);
 }
 
+function issueFrom(ctx: z.RefinementCtx, e: unknown): typeof z.NEVER {
+  ctx.addIssue({ code: z.ZodIssueCode.custom, message: e instanceof Error ? e.message : String(e) });
+  return z.NEVER;
+}
+
 const bytesString = z.string().transform((v, ctx) => {
   try {
     return parseBytes(v);
   } catch (e) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
-    return z.NEVER;
+    return issueFrom(ctx, e);
   }
 });
+
+/** Field builders for service config schemas: every variable is a string in the env record. */
+export const envFields = {
+  /** A size (`512m`, `1g`, `65536`) as bytes. */
+  bytes: (): z.ZodEffects<z.ZodString, number, string> => bytesString,
+  /** A duration (`60s`, `1h`, `500ms`) as milliseconds. */
+  duration: (): z.ZodEffects<z.ZodString, number, string> =>
+    z.string().transform((v, ctx) => {
+      try {
+        return parseDuration(v);
+      } catch (e) {
+        return issueFrom(ctx, e);
+      }
+    }),
+  /** `0`/`1`/`true`/`false` (empty = the default) as a boolean; `fallback` when unset. */
+  flag: (fallback: '0' | '1' = '0') =>
+    z
+      .enum(['0', '1', 'true', 'false', ''])
+      .default(fallback)
+      .transform((v) => (v === '' ? fallback === '1' : v === '1' || v === 'true')),
+  /** An optional string where empty means unset. */
+  optionalString: (inner: z.ZodString = z.string()): z.ZodType<string | undefined, z.ZodTypeDef, unknown> =>
+    z.preprocess((v) => (v === '' ? undefined : v), inner.optional()),
+} as const;
 
 /**
  * Host-level sandbox configuration, shared by `hako sandbox run` and hakod.
@@ -152,6 +180,8 @@ export interface ConfigFieldDoc {
   readonly description: string;
   readonly defaultValue: string | undefined;
   readonly type: string;
+  /** True when the variable may be left unset (optional or defaulted). */
+  readonly optional: boolean;
 }
 
 /** Lists a config schema's variables with their descriptions and defaults, for the generated docs. */
@@ -159,11 +189,13 @@ export function describeConfig(schema: z.AnyZodObject): ConfigFieldDoc[] {
   return Object.entries(schema.shape as Record<string, z.ZodTypeAny>).map(([name, field]) => {
     let t: z.ZodTypeAny = field;
     let defaultValue: string | undefined;
+    let optional = false;
     for (;;) {
       if (t instanceof z.ZodDefault) {
         defaultValue = String((t._def as { defaultValue: () => unknown }).defaultValue());
         t = t._def.innerType as z.ZodTypeAny;
       } else if (t instanceof z.ZodOptional) {
+        optional = true;
         t = t._def.innerType as z.ZodTypeAny;
       } else if (t instanceof z.ZodEffects) {
         t = t._def.schema as z.ZodTypeAny;
@@ -175,6 +207,12 @@ export function describeConfig(schema: z.AnyZodObject): ConfigFieldDoc[] {
         : t instanceof z.ZodNumber
           ? 'integer'
           : 'string';
-    return { name, description: field.description ?? '', defaultValue, type };
+    return {
+      name,
+      description: field.description ?? '',
+      defaultValue,
+      type,
+      optional: optional || defaultValue !== undefined,
+    };
   });
 }

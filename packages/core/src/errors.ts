@@ -175,7 +175,22 @@ export const ERROR_CODES = {
     http: 409,
     summary: 'Another execute is running on the conversation.',
   },
+  CONTEXT_LIMIT_EXCEEDED: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 422,
+    summary: "The conversation's context tokens reached the tenant's limit.",
+  },
+  CONCURRENCY_LIMITED: {
+    grpc: 'RESOURCE_EXHAUSTED',
+    http: 429,
+    summary: 'The tenant runs as many executes at once as it may.',
+  },
   RUN_CANCELLED: { grpc: 'CANCELLED', http: 499, summary: 'The run was cancelled (client gone, timeout).' },
+  RUN_ABANDONED: {
+    grpc: 'ABORTED',
+    http: 500,
+    summary: 'The API process running the execute stopped before it ended; the run was marked failed.',
+  },
   TENANT_NOT_FOUND: { grpc: 'NOT_FOUND', http: 404, summary: 'No tenant with that id.' },
   RUN_NOT_FOUND: { grpc: 'NOT_FOUND', http: 404, summary: 'No run with that id for this tenant.' },
   DATABASE_FAILED: {

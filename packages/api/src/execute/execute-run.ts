@@ -1,0 +1,414 @@
+/**
+ * The execute flow of one conversation, in the order of the system hako replaces:
+ * 1. context limit, 2. conversation lock + run slot, 3-4. sandbox, workspace restore, the agent,
+ * 5. workspace sync-back and file registration, 6. one final transaction and the lock released.
+ *
+ * beginExecute() does every check that can refuse the request (so the route can still answer
+ * problem+json) and takes the lock; RunHandle.run() streams and always ends with a stored `done`
+ * event, whatever fails, and always releases what it took. The parts it talks to are the narrow
+ * ports below; server.ts adapts the real repositories, node pool, workspace sync and agent runner.
+ */
+import { AppError } from '@hako/core';
+import type { Logger } from '@hako/core';
+import type {
+  AgentEvent,
+  ConcurrencyLimiter,
+  Conversation,
+  HeldLock,
+  LockManager,
+  Slot,
+  StoredEvent,
+  Tenant,
+  Usage,
+} from '../types.js';
+import type { FileChange } from '../workspace/diff.js';
+
+/** Where the run's sandbox is: the node's client is the port's business, not the flow's. */
+export interface SandboxTarget {
+  readonly node: string;
+  readonly sandboxId: string;
+  readonly created: boolean;
+}
+
+export interface SyncResult {
+  readonly uploaded: number;
+  readonly deleted: number;
+  readonly unchanged: number;
+  readonly changes: readonly FileChange[];
+  /** False when S3 kept failing: the spool holds the files and a background retry finishes. */
+  readonly complete: boolean;
+}
+
+export interface AgentSummary {
+  readonly status: 'completed' | 'failed';
+  readonly result: string;
+  readonly isError: boolean;
+  readonly usage: Usage;
+  readonly costUsd: number;
+  readonly turnCount: number;
+  readonly sessionId: string | null;
+  /** Context tokens in use at the end (input + cache tokens of the last model call). */
+  readonly contextTokens: number;
+  /** Why the agent failed (status failed); the agent already stored its error event. */
+  readonly errorCode?: string | undefined;
+}
+
+export interface RunStore {
+  /** Creates the run row (status running) and answers its id. */
+  startRun(input: {
+    tenantId: string;
+    conversationId: string;
+    prompt: string;
+    lockToken: string;
+  }): Promise<string>;
+  /** Stores one event (assigning its seq) and answers it. */
+  append(tenantId: string, conversationId: string, runId: string, ev: AgentEvent): Promise<StoredEvent>;
+  /**
+   * One transaction: the file registrations and the manifest from the sync, the conversation's
+   * session, context tokens and title, the run's final status and usage, and the `done` event.
+   */
+  finishRun(input: {
+    tenantId: string;
+    conversationId: string;
+    runId: string;
+    status: 'completed' | 'failed' | 'cancelled';
+    summary: AgentSummary | undefined;
+    errorCode: string | undefined;
+    durationMs: number;
+    sync: SyncResult | undefined;
+    title: string | undefined;
+    done: AgentEvent;
+  }): Promise<StoredEvent>;
+}
+
+export interface SandboxPort {
+  /** The conversation's live sandbox, or a new one with the tenant's limits and allowlist. */
+  ensure(tenant: Tenant, conversation: Conversation): Promise<SandboxTarget>;
+}
+
+export interface WorkspacePort {
+  /** S3 → the sandbox's /workspace. */
+  restore(
+    target: SandboxTarget,
+    tenant: Tenant,
+    conversation: Conversation,
+  ): Promise<{ files: number; bytes: number }>;
+  /** The sandbox's /workspace → S3 (changed files only), spooled locally until S3 has them. */
+  syncBack(
+    target: SandboxTarget,
+    tenant: Tenant,
+    conversation: Conversation,
+    runId: string,
+  ): Promise<SyncResult>;
+}
+
+export interface AgentPort {
+  /** Runs the agent in the sandbox; every mapped event goes to onEvent in order. */
+  run(input: {
+    target: SandboxTarget;
+    tenant: Tenant;
+    conversation: Conversation;
+    prompt: string;
+    signal: AbortSignal;
+    onEvent: (ev: AgentEvent) => Promise<void>;
+  }): Promise<AgentSummary>;
+}
+
+export interface ExecuteDeps {
+  readonly locks: LockManager;
+  readonly slots: ConcurrencyLimiter;
+  readonly runs: RunStore;
+  readonly sandboxes: SandboxPort;
+  readonly workspace: WorkspacePort;
+  readonly agent: AgentPort;
+  readonly logger: Logger;
+  readonly lockTtlMs: number;
+  readonly pingIntervalMs: number;
+  readonly runTimeoutMs: number;
+}
+
+export interface ExecuteRequest {
+  readonly tenant: Tenant;
+  readonly conversation: Conversation;
+  readonly prompt: string;
+}
+
+/** The lock key of a conversation (also read by the events route to know a run is live). */
+export function conversationLockKey(conversationId: string): string {
+  return `conversation:${conversationId}`;
+}
+
+/** A title from the first prompt: its first line, whitespace collapsed, at most 60 characters. */
+export function titleFromPrompt(prompt: string): string {
+  const line = prompt.trim().split('\n')[0]?.replace(/\s+/g, ' ').trim() ?? '';
+  if (line.length <= 60) return line || 'Untitled';
+  return `${line.slice(0, 59).trimEnd()}…`;
+}
+
+const ZERO_USAGE: Usage = {
+  inputTokens: 0,
+  outputTokens: 0,
+  cacheCreationInputTokens: 0,
+  cacheReadInputTokens: 0,
+};
+
+/**
+ * Checks the context limit, takes the conversation lock and a run slot of the tenant, and creates
+ * the run. Refusals: CONTEXT_LIMIT_EXCEEDED, CONVERSATION_LOCKED, CONCURRENCY_LIMITED. Nothing is
+ * held when it throws.
+ */
+export async function beginExecute(deps: ExecuteDeps, req: ExecuteRequest): Promise<RunHandle> {
+  const { tenant, conversation } = req;
+  const limit = tenant.settings.maxContextTokens;
+  if (conversation.contextTokens >= limit) {
+    throw new AppError(
+      'CONTEXT_LIMIT_EXCEEDED',
+      `the conversation holds ${conversation.contextTokens} context tokens, at or over the tenant's limit of ${limit}; start a new conversation`,
+      { details: { tokensUsed: conversation.contextTokens, limit } },
+    );
+  }
+  const lock = await deps.locks.acquire(conversationLockKey(conversation.id), deps.lockTtlMs);
+  if (!lock) {
+    throw new AppError(
+      'CONVERSATION_LOCKED',
+      'another execute is running on this conversation; wait for its done event',
+    );
+  }
+  let slot: Slot | undefined;
+  try {
+    slot = await deps.slots.acquire(
+      `tenant-runs:${tenant.id}`,
+      tenant.settings.limits.concurrentRuns,
+      deps.lockTtlMs,
+    );
+    if (!slot) {
+      throw new AppError(
+        'CONCURRENCY_LIMITED',
+        `the tenant already runs ${tenant.settings.limits.concurrentRuns} executes at once; retry when one ends`,
+        { details: { retryAfterSeconds: 5 } },
+      );
+    }
+    const runId = await deps.runs.startRun({
+      tenantId: tenant.id,
+      conversationId: conversation.id,
+      prompt: req.prompt,
+      lockToken: lock.token,
+    });
+    return new RunHandle(deps, req, runId, lock, slot);
+  } catch (err) {
+    await slot?.release().catch(() => undefined);
+    await lock.release().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Where a run's stored events go as they happen (the SSE response); may be gone mid-run. */
+export interface RunSink {
+  onEvent(ev: StoredEvent): Promise<void>;
+}
+
+export class RunHandle {
+  private readonly abort = new AbortController();
+  private cancelReason: 'client' | 'timeout' | 'lock_lost' | undefined;
+
+  constructor(
+    private readonly deps: ExecuteDeps,
+    private readonly req: ExecuteRequest,
+    readonly runId: string,
+    private readonly lock: HeldLock,
+    private readonly slot: Slot,
+  ) {}
+
+  /** Cancels the run (the client went away): the agent is killed, a cancelled done is stored. */
+  cancel(reason: 'client' | 'timeout' | 'lock_lost' = 'client'): void {
+    if (this.abort.signal.aborted) return;
+    this.cancelReason = reason;
+    this.abort.abort(new AppError('RUN_CANCELLED', `the run was cancelled (${reason})`));
+  }
+
+  /** Runs to the end and stores `done`; never throws. Releases the lock and the slot. */
+  async run(sink: RunSink): Promise<StoredEvent | undefined> {
+    const { deps, req } = this;
+    const { tenant, conversation } = req;
+    const started = Date.now();
+    const log = deps.logger.child({ runId: this.runId, conversationId: conversation.id });
+    // Events are stored and sent one at a time, in order, even when produced concurrently (ping).
+    let chain: Promise<unknown> = Promise.resolve();
+    let lastStoreError: unknown;
+    const emit = (ev: AgentEvent): Promise<void> => {
+      const next = chain.then(async () => {
+        try {
+          const stored = await deps.runs.append(tenant.id, conversation.id, this.runId, ev);
+          await sink.onEvent(stored).catch(() => undefined);
+        } catch (err) {
+          lastStoreError = err;
+          log.error({ err }, 'storing an event failed');
+        }
+      });
+      chain = next;
+      return next;
+    };
+    const renewEvery = Math.max(1000, Math.floor(deps.lockTtlMs / 3));
+    const renew = setInterval(() => {
+      void Promise.all([this.lock.renew(), this.slot.renew()]).then(
+        ([held]) => {
+          if (!held) {
+            log.error('the conversation lock was lost; cancelling the run');
+            this.cancel('lock_lost');
+          }
+        },
+        (err: unknown) => log.warn({ err }, 'renewing the conversation lock failed; will retry'),
+      );
+    }, renewEvery);
+    const ping = setInterval(() => void emit({ type: 'ping', data: {} }), deps.pingIntervalMs);
+    const timeout = setTimeout(() => this.cancel('timeout'), deps.runTimeoutMs);
+    renew.unref();
+    ping.unref();
+    timeout.unref();
+
+    let summary: AgentSummary | undefined;
+    let sync: SyncResult | undefined;
+    let target: SandboxTarget | undefined;
+    let failure: AppError | undefined;
+    const title = conversation.title === null ? titleFromPrompt(req.prompt) : undefined;
+    try {
+      if (title !== undefined) await emit({ type: 'title', data: { title } });
+      await emit({ type: 'progress', data: { step: 'sandbox', status: 'started' } });
+      target = await deps.sandboxes.ensure(tenant, conversation);
+      await emit({
+        type: 'progress',
+        data: {
+          step: 'sandbox',
+          status: 'done',
+          node: target.node,
+          sandbox_id: target.sandboxId,
+          created: target.created,
+        },
+      });
+      this.throwIfAborted();
+      if (target.created) {
+        await emit({ type: 'progress', data: { step: 'workspace_restore', status: 'started' } });
+        const r = await deps.workspace.restore(target, tenant, conversation);
+        await emit({
+          type: 'progress',
+          data: { step: 'workspace_restore', status: 'done', files: r.files, bytes: r.bytes },
+        });
+      }
+      this.throwIfAborted();
+      summary = await deps.agent.run({
+        target,
+        tenant,
+        conversation,
+        prompt: req.prompt,
+        signal: this.abort.signal,
+        onEvent: emit,
+      });
+    } catch (err) {
+      failure = this.asAppError(err);
+      if (failure.code !== 'RUN_CANCELLED') log.error({ err }, 'the run failed');
+    } finally {
+      clearInterval(ping);
+      clearTimeout(timeout);
+    }
+    // The workspace goes back even after a failure or a cancel: what the agent wrote is kept.
+    if (target !== undefined) {
+      try {
+        await emit({ type: 'progress', data: { step: 'workspace_sync', status: 'started' } });
+        sync = await deps.workspace.syncBack(target, tenant, conversation, this.runId);
+        await emit({
+          type: 'progress',
+          data: {
+            step: 'workspace_sync',
+            status: sync.complete ? 'done' : 'pending',
+            uploaded: sync.uploaded,
+            deleted: sync.deleted,
+            unchanged: sync.unchanged,
+          },
+        });
+      } catch (err) {
+        log.error({ err }, 'workspace sync-back failed');
+        failure ??= this.asAppError(err);
+      }
+    }
+    await chain;
+    if (lastStoreError !== undefined && failure === undefined) failure = this.asAppError(lastStoreError);
+    const cancelled = failure?.code === 'RUN_CANCELLED';
+    const status: 'completed' | 'failed' | 'cancelled' = cancelled
+      ? 'cancelled'
+      : failure !== undefined || summary?.status === 'failed'
+        ? 'failed'
+        : 'completed';
+    if (failure !== undefined) {
+      await emit({
+        type: 'error',
+        data: {
+          code: failure.code,
+          message: publicMessage(failure),
+          ...(cancelled ? { reason: this.cancelReason } : {}),
+        },
+      });
+      await chain;
+    }
+    const durationMs = Date.now() - started;
+    const usage = summary?.usage ?? ZERO_USAGE;
+    const done: AgentEvent = {
+      type: 'done',
+      data: {
+        status,
+        result: summary?.result ?? '',
+        is_error: status !== 'completed' || (summary?.isError ?? false),
+        usage: {
+          input_tokens: usage.inputTokens,
+          output_tokens: usage.outputTokens,
+          cache_creation_input_tokens: usage.cacheCreationInputTokens,
+          cache_read_input_tokens: usage.cacheReadInputTokens,
+        },
+        cost_usd: summary?.costUsd ?? 0,
+        turn_count: summary?.turnCount ?? 0,
+        duration_ms: durationMs,
+        session_id: summary?.sessionId ?? conversation.sessionId,
+        ...((failure?.code ?? summary?.errorCode) !== undefined
+          ? { error_code: failure?.code ?? summary?.errorCode }
+          : {}),
+      },
+    };
+    let stored: StoredEvent | undefined;
+    try {
+      stored = await deps.runs.finishRun({
+        tenantId: tenant.id,
+        conversationId: conversation.id,
+        runId: this.runId,
+        status,
+        summary,
+        errorCode: failure?.code ?? summary?.errorCode,
+        durationMs,
+        sync,
+        title,
+        done,
+      });
+      await sink.onEvent(stored).catch(() => undefined);
+    } catch (err) {
+      log.error({ err }, 'finishing the run failed; the reaper will mark it failed');
+    } finally {
+      clearInterval(renew);
+      await this.slot.release().catch((err: unknown) => log.warn({ err }, 'releasing the run slot failed'));
+      await this.lock.release().catch((err: unknown) => log.warn({ err }, 'releasing the lock failed'));
+    }
+    return stored;
+  }
+
+  private throwIfAborted(): void {
+    if (this.abort.signal.aborted) throw this.abort.signal.reason;
+  }
+
+  private asAppError(err: unknown): AppError {
+    if (this.abort.signal.aborted) return this.abort.signal.reason as AppError;
+    if (err instanceof AppError) return err;
+    return new AppError('INTERNAL', err instanceof Error ? err.message : String(err), { cause: err });
+  }
+}
+
+/** What a client may read of an error: 5xx messages stay in the log. */
+function publicMessage(err: AppError): string {
+  return err.httpStatus >= 500 ? 'the run failed on the server; see the API log for the run id' : err.message;
+}
