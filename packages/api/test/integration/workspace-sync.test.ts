@@ -671,3 +671,45 @@ test('hostile workspaces: over the size limits the sync fails with FILE_TOO_LARG
   await assert.rejects(sync.syncBack({ ...base, runId: randomUUID() }), { code: 'SANDBOX_NOT_FOUND' });
   assert.deepEqual(await spoolRuns(spoolDir), []);
 });
+
+test('startResumeLoop finishes a waiting run in the background once the store answers, and stop() ends it', async () => {
+  const store = new FlakyStore(s3Store());
+  const spoolDir = join(tmp, 'spool-loop');
+  const sync = newSync(store, spoolDir);
+  const sb = await sandbox();
+  await writeFile(join(sb.root, 'later.txt'), 'later');
+  store.down = true;
+  const r = await sync.syncBack({
+    client,
+    ownerId: sb.tenantId,
+    sandboxId: sb.id,
+    tenantId: sb.tenantId,
+    conversationId: sb.conversationId,
+    runId: randomUUID(),
+    manifest: new Map(),
+  });
+  assert.equal(r.complete, false);
+  const reports: number[] = [];
+  const loop = sync.startResumeLoop(20, (rep) => reports.push(rep.completed.length));
+  try {
+    await new Promise((res) => setTimeout(res, 100));
+    assert.equal(
+      reports.reduce((a, b) => a + b, 0),
+      0,
+      'nothing completes while the store is down',
+    );
+    store.down = false;
+    const deadline = Date.now() + 5000;
+    while ((await spoolRuns(spoolDir)).length > 0 && Date.now() < deadline) {
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  } finally {
+    await loop.stop();
+  }
+  assert.deepEqual(await spoolRuns(spoolDir), []);
+  assert.equal(
+    reports.reduce((a, b) => a + b, 0),
+    1,
+  );
+  assert.deepEqual(Object.fromEntries(await listAll(store, sb.prefix)), { 'later.txt': 'later' });
+});
