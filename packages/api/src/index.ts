@@ -96,7 +96,13 @@ export type {
 export { restoreWorkspace, DEFAULT_RESTORE_BATCH, DEFAULT_RESTORE_CONCURRENCY } from './workspace/restore.js';
 export type { RestoreRequest, RestoreResult, RestoreDrift, RestoreBatchLimits } from './workspace/restore.js';
 export { diffWorkspace } from './workspace/diff.js';
-export type { Manifest, ManifestEntry, FileChange as WorkspaceFileChange, ChangeKind, WorkspaceDiff } from './workspace/diff.js';
+export type {
+  Manifest,
+  ManifestEntry,
+  FileChange as WorkspaceFileChange,
+  ChangeKind,
+  WorkspaceDiff,
+} from './workspace/diff.js';
 export { workspacePrefix, isHakoStatePath, syncPathProblem, HAKO_STATE_DIR } from './workspace/paths.js';
 export type { SyncPathProblem } from './workspace/paths.js';
 export type { SkippedEntry, SkipReason } from './workspace/tar-entries.js';
