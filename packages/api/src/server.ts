@@ -102,23 +102,12 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
 
     const workspace = new WorkspaceSync({ store, spoolDir: config.HAKO_SPOOL_DIR, logger });
     const repos = createAppRepos(db);
-    const registerLater = async (
-      runs: readonly { conversationId: string; runId: string; changes: readonly SyncChange[] }[],
-    ): Promise<void> => {
-      for (const r of runs) {
-        const run = await db.query<{ tenant_id: string }>('SELECT tenant_id FROM runs WHERE id = $1', [
-          r.runId,
-        ]);
-        const tenantId = run.rows[0]?.tenant_id;
-        if (tenantId === undefined) continue;
-        await db.transaction((tx) => applySync(tx, tenantId, r.conversationId, r.changes));
+    // The manifest and the file registry were written when the run ended (a spooled sync is
+    // recorded then too: restore pushes a conversation's spool before it reads S3).
+    const resumeLoop = workspace.startResumeLoop(30_000, (report) => {
+      for (const r of report.completed) {
         logger.info({ runId: r.runId, changes: r.changes.length }, 'a spooled workspace sync reached S3');
       }
-    };
-    const resumeLoop = workspace.startResumeLoop(30_000, (report) => {
-      void registerLater(report.completed).catch((err: unknown) =>
-        logger.error({ err }, 'registering a resumed workspace sync failed'),
-      );
     });
     closers.push(['workspace resume loop', () => resumeLoop.stop()]);
 
@@ -249,7 +238,7 @@ function runStore(db: Database): RunStore {
       new EventRepository(db).append(tenantId, conversationId, runId, ev),
     finishRun: async (i) => {
       const stored = await db.transaction(async (tx) => {
-        if (i.sync?.complete === true) await applySync(tx, i.tenantId, i.conversationId, i.sync.changes);
+        if (i.sync !== undefined) await applySync(tx, i.tenantId, i.conversationId, i.sync.changes);
         if (i.title !== undefined)
           await new ConversationRepository(tx).setTitle(i.tenantId, i.conversationId, i.title);
         const s = i.summary;
@@ -367,7 +356,9 @@ function agentPort(
           logger,
           onEvent: (ev: AgentEvent) => (ev.type === 'done' ? undefined : onEvent(ev)),
         });
-        if (summary.status === 'cancelled') throw signal.reason ?? new Error('cancelled');
+        // A cancelled run is cancelled even when Claude Code still managed to finish its turn
+        // during the SDK's grace period.
+        if (summary.status === 'cancelled' || signal.aborted) throw signal.reason ?? new Error('cancelled');
         return {
           status: summary.status,
           result: summary.result,

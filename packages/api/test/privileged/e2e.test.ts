@@ -12,6 +12,8 @@ import { S3_CLIENT_COMPAT } from '@hako/testkit';
 import { parseSse, startStack } from '../helpers/stack.js';
 import type { Stack } from '../helpers/stack.js';
 
+// The test host's workspace budget is 2 GiB: tenants here take 128 MiB workspaces.
+const SMALL_DISK = 128 * 2 ** 20;
 let stack: Stack | undefined;
 const S = (): Stack => {
   if (!stack) throw new Error('the stack did not start');
@@ -73,13 +75,13 @@ test('a conversation runs the agent in its sandbox, end to end, across two API p
   const admin = s.adminToken;
   const t1 = await call(a, admin, 'POST', '/v1/tenants', {
     name: 'acme',
-    settings: { limits: { memory_bytes: 1024 ** 3 } },
+    settings: { limits: { memory_bytes: 1024 ** 3, disk_bytes: SMALL_DISK } },
   });
   assert.equal(t1.status, 201, t1.text);
   const key1 = await call(a, admin, 'POST', `/v1/tenants/${String(t1.json.id)}/api-keys`);
   assert.equal(key1.status, 201, key1.text);
   const k1 = String(key1.json.key);
-  const t2 = await call(b, admin, 'POST', '/v1/tenants', { name: 'other', settings: {} });
+  const t2 = await call(b, admin, 'POST', '/v1/tenants', { name: 'other', settings: { limits: { disk_bytes: SMALL_DISK } } });
   const k2 = String((await call(b, admin, 'POST', `/v1/tenants/${String(t2.json.id)}/api-keys`)).json.key);
 
   const conv = await call(a, k1, 'POST', '/v1/conversations', {});
@@ -224,4 +226,53 @@ test('a conversation runs the agent in its sandbox, end to end, across two API p
   );
   const conv2 = await call(a, k1, 'GET', `/v1/conversations/${id}`);
   assert.equal(conv2.json.title, 'write a note');
+});
+
+test('a client that disconnects cancels its run: done cancelled is stored and the lock is free', async () => {
+  const s = S();
+  const a = s.apis[0]!.url;
+  const t = await call(a, s.adminToken, 'POST', '/v1/tenants', { name: 'cancel', settings: { limits: { disk_bytes: SMALL_DISK } } });
+  const key = String((await call(a, s.adminToken, 'POST', `/v1/tenants/${String(t.json.id)}/api-keys`)).json.key);
+  const id = String((await call(a, key, 'POST', '/v1/conversations', {})).json.id);
+  s.model.setScript({
+    turns: [{ tool: 'Bash', input: { command: 'sleep 60; echo late > late.txt' } }, { text: 'too late' }],
+  });
+  const abort = new AbortController();
+  const res = await fetch(`${a}/v1/conversations/${id}/execute`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: 'sleep a while' }),
+    signal: abort.signal,
+  });
+  assert.equal(res.status, 200);
+  const reader = res.body!.getReader();
+  let seen = '';
+  while (!seen.includes('event: tool_call')) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    seen += Buffer.from(value).toString('utf8');
+  }
+  assert.match(seen, /event: tool_call/);
+  abort.abort();
+  await reader.cancel().catch(() => undefined);
+
+  // The run ends by itself (the SDK's grace period, then a kill in the sandbox).
+  let events: ReturnType<typeof parseSse> = [];
+  for (let i = 0; i < 60 && events.at(-1)?.event !== 'done'; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    events = parseSse((await call(a, key, 'GET', `/v1/conversations/${id}/events`)).text);
+  }
+  const done = events.at(-1);
+  assert.equal(done?.event, 'done', events.map((e) => e.event).join(','));
+  assert.equal(done?.data.status, 'cancelled');
+  assert.ok(events.some((e) => e.event === 'error' && e.data.code === 'RUN_CANCELLED'));
+  // The lock was released: the next execute runs (and the killed sleep never wrote its file).
+  s.model.setScript({ turns: [{ tool: 'Bash', input: { command: 'ls; pgrep -c sleep || true' } }, { text: 'ok' }] });
+  const next = await call(a, key, 'POST', `/v1/conversations/${id}/execute`, { prompt: 'again' });
+  assert.equal(next.status, 200, next.text);
+  const ev = parseSse(next.text);
+  assert.equal(ev.at(-1)?.data.status, 'completed');
+  const out = String(ev.find((e) => e.event === 'tool_result')?.data.output);
+  assert.doesNotMatch(out, /late\.txt/);
+  assert.match(out, /^0$/m, 'no sleep of the cancelled run is left in the sandbox');
 });
