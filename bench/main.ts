@@ -5,6 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { DEFAULT_IDLE, agentBench } from './agent.js';
+import { API_DEFAULT_N, API_DEFAULT_WARMUP, apiBench } from './api.js';
 import { SANDBOX_SELECTORS, sandboxBench } from './sandbox.js';
 import type { SandboxSelector } from './sandbox.js';
 
@@ -16,10 +17,15 @@ benches:
   agent      hakod in-process, a client over mTLS on loopback: cold and warm-pool CreateSandbox,
              Exec of \`true\`, DestroySandbox against spawn; creates/s; idle sandboxes and host
              memory per sandbox; phase profile (run as root)
+  api        the whole stack on this host (PostgreSQL, Redis, s3rver, scripted model, hakod,
+             hako-api processes): a two-turn agent session via POST .../execute against the same
+             session run by the SDK directly; 20 executes at once; restore of 1000 files and the
+             sync-back of one changed file (run as root)
 
 flags:
-  --n N          measured iterations per case (default 50); agent: also the creates of creates/s
-  --warmup N     warm-up iterations per case, discarded (default 3)
+  --n N          measured iterations per case (default 50; api: ${API_DEFAULT_N}); agent: also the
+                 creates of creates/s
+  --warmup N     warm-up iterations per case, discarded (default 3; api: ${API_DEFAULT_WARMUP})
   --only A,B     sandbox only: run a subset: ${SANDBOX_SELECTORS.join(', ')}
   --idle N       agent only: idle sandboxes to hold at once (default ${DEFAULT_IDLE}; 0 skips)
   --json         print only the JSON result line
@@ -61,9 +67,25 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const [name, ...extra] = positionals;
-  if (!name) return fail('which bench? (sandbox or agent)');
+  if (!name) return fail('which bench? (sandbox, agent or api)');
   if (extra.length > 0) return fail(`unexpected arguments: ${extra.join(' ')}`);
-  if (name !== 'sandbox' && name !== 'agent') return fail(`unknown bench "${name}"`);
+  if (name !== 'sandbox' && name !== 'agent' && name !== 'api') return fail(`unknown bench "${name}"`);
+  if (name === 'api') {
+    if (values.only !== undefined) return fail('--only is for the sandbox bench');
+    if (values.idle !== undefined) return fail('--idle is for the agent bench');
+    let apiN: number;
+    let apiWarmup: number;
+    try {
+      apiN = positiveInt(values.n, 'n', API_DEFAULT_N, 1);
+      apiWarmup = positiveInt(values.warmup, 'warmup', API_DEFAULT_WARMUP, 0);
+    } catch (err) {
+      return fail((err as Error).message);
+    }
+    if (process.getuid?.() !== 0) {
+      process.stderr.write('bench: warning: not root; hakod needs root for its sandboxes\n');
+    }
+    return apiBench({ n: apiN, warmup: apiWarmup, json: values.json ?? false });
+  }
   let n: number;
   let warmup: number;
   let idle: number;
