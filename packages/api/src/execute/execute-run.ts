@@ -159,6 +159,14 @@ const ZERO_USAGE: Usage = {
  */
 export async function beginExecute(deps: ExecuteDeps, req: ExecuteRequest): Promise<RunHandle> {
   const { tenant, conversation } = req;
+  if (!conversation.workspaceEnabled) {
+    // Without a workspace the agent's cwd is the tenant's read-only skills directory
+    // (/skills/{tenant}); sandboxes get one with the skills API, which is not built yet.
+    throw new AppError(
+      'WORKSPACE_DISABLED',
+      'executes on a conversation created with workspace_enabled false need the tenant skills directory, which this version does not provide yet; create the conversation with a workspace',
+    );
+  }
   const limit = tenant.settings.maxContextTokens;
   if (conversation.contextTokens >= limit) {
     throw new AppError(

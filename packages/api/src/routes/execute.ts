@@ -68,6 +68,7 @@ export function registerExecuteRoutes(app: FastifyInstance, deps: ExecuteRouteDe
         docs: {
           errors: [
             'CONVERSATION_NOT_FOUND',
+            'WORKSPACE_DISABLED',
             'CONTEXT_LIMIT_EXCEEDED',
             'CONVERSATION_LOCKED',
             'CONCURRENCY_LIMITED',

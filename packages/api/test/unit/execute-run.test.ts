@@ -189,8 +189,12 @@ test('a run: title, sandbox, restore, agent events, sync, done; lock and slot re
   assert.equal(h.slots.used, 0);
 });
 
-test('refusals hold nothing: context limit, a locked conversation, no run slot', async () => {
+test('refusals hold nothing: no workspace, context limit, a locked conversation, no run slot', async () => {
   const h = harness(okAgent);
+  await assert.rejects(
+    beginExecute(h.deps, { tenant, conversation: conv({ workspaceEnabled: false }), prompt: 'x' }),
+    { code: 'WORKSPACE_DISABLED' },
+  );
   await assert.rejects(
     beginExecute(h.deps, { tenant, conversation: conv({ contextTokens: 1000 }), prompt: 'x' }),
     {
