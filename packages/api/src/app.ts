@@ -55,14 +55,14 @@ export interface HttpLimits {
   upload: UploadLimits;
   /** Largest JSON request body (default 1 MiB). */
   jsonBodyBytes: number;
-  /** How long an upload or delete waits for another one's hold on the conversation lock (default 5 s). */
+  /** How long an upload or delete waits for other uploads' and deletes' hold on the conversation lock (default 30 s). */
   fileLockWaitMs: number;
 }
 
 export const DEFAULT_HTTP_LIMITS: HttpLimits = {
   upload: DEFAULT_UPLOAD_LIMITS,
   jsonBodyBytes: 1024 * 1024,
-  fileLockWaitMs: 5_000,
+  fileLockWaitMs: 30_000,
 };
 
 /**

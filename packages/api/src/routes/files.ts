@@ -116,16 +116,25 @@ export interface FileRouteDeps {
 /** TTL of an upload's hold on the conversation lock; renewed while the commit runs. */
 const LOCK_TTL_MS = 60_000;
 
+function runInProgress(): AppError {
+  return new AppError(
+    'CONVERSATION_LOCKED',
+    'a run is in progress on this conversation; change its files after the run sent its done event',
+  );
+}
+
 /**
- * Runs `fn` holding the conversation's lock. Waits up to `waitMs` for a short holder (another
- * upload); CONVERSATION_LOCKED when it is still held then (a run).
+ * Runs `fn` holding the conversation's lock. CONVERSATION_LOCKED at once while a run is in
+ * progress; otherwise waits up to `waitMs` for short holders (other uploads and deletes).
  */
 async function withConversationLock<T>(
   locks: LockManager,
-  conversationId: string,
+  conv: Pick<Conversation, 'id' | 'status'>,
   waitMs: number,
   fn: () => Promise<T>,
 ): Promise<T> {
+  if (conv.status === 'running') throw runInProgress();
+  const conversationId = conv.id;
   const key = conversationLockKey(conversationId);
   const deadline = Date.now() + waitMs;
   let lock: HeldLock | undefined;
@@ -137,7 +146,7 @@ async function withConversationLock<T>(
   if (!lock) {
     throw new AppError(
       'CONVERSATION_LOCKED',
-      'a run is in progress on this conversation; change its files after the run sent its done event',
+      `the conversation is busy: a run started, or other uploads and deletes held it for ${Math.round(waitMs / 1000)} s; retry later`,
     );
   }
   const held = lock;
@@ -399,7 +408,7 @@ export async function registerFileRoutes(app: FastifyInstance, deps: FileRouteDe
         };
         const { stored } = uploadMediaType(req.headers['content-type']);
         const conv = await workspaceConversation(tenantId, req.params.id);
-        const file = await withConversationLock(deps.locks, conv.id, lockWaitMs, async () => {
+        const file = await withConversationLock(deps.locks, conv, lockWaitMs, async () => {
           await deps.store.put(workspaceObjectKey(tenantId, conv.id, path), upload.data, {
             contentType: stored,
             sha256: upload.sha256,
@@ -551,7 +560,7 @@ export async function registerFileRoutes(app: FastifyInstance, deps: FileRouteDe
       const tenantId = tenantIdOf(req);
       const path = wildcardPath(req);
       const conv = await deps.getConversation(tenantId, req.params.id);
-      await withConversationLock(deps.locks, conv.id, lockWaitMs, async () => {
+      await withConversationLock(deps.locks, conv, lockWaitMs, async () => {
         if (!(await deps.getFile(tenantId, conv.id, path))) throw fileNotFound(path);
         // The object first: a failure after it leaves a registered file whose download answers
         // FILE_NOT_FOUND and whose delete can be retried, never an unlisted object a run restores.
