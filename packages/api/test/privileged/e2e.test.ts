@@ -245,16 +245,13 @@ test('a client that disconnects cancels its run: done cancelled is stored and th
     signal: abort.signal,
   });
   assert.equal(res.status, 200);
-  const reader = res.body!.getReader();
   let seen = '';
-  while (!seen.includes('event: tool_call')) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    seen += Buffer.from(value).toString('utf8');
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    seen += Buffer.from(chunk).toString('utf8');
+    if (seen.includes('event: tool_call')) break;
   }
   assert.match(seen, /event: tool_call/);
   abort.abort();
-  await reader.cancel().catch(() => undefined);
 
   // The run ends by itself (the SDK's grace period, then a kill in the sandbox).
   let events: ReturnType<typeof parseSse> = [];
