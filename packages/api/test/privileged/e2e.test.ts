@@ -81,7 +81,10 @@ test('a conversation runs the agent in its sandbox, end to end, across two API p
   const key1 = await call(a, admin, 'POST', `/v1/tenants/${String(t1.json.id)}/api-keys`);
   assert.equal(key1.status, 201, key1.text);
   const k1 = String(key1.json.key);
-  const t2 = await call(b, admin, 'POST', '/v1/tenants', { name: 'other', settings: { limits: { disk_bytes: SMALL_DISK } } });
+  const t2 = await call(b, admin, 'POST', '/v1/tenants', {
+    name: 'other',
+    settings: { limits: { disk_bytes: SMALL_DISK } },
+  });
   const k2 = String((await call(b, admin, 'POST', `/v1/tenants/${String(t2.json.id)}/api-keys`)).json.key);
 
   const conv = await call(a, k1, 'POST', '/v1/conversations', {});
@@ -231,8 +234,13 @@ test('a conversation runs the agent in its sandbox, end to end, across two API p
 test('a client that disconnects cancels its run: done cancelled is stored and the lock is free', async () => {
   const s = S();
   const a = s.apis[0]!.url;
-  const t = await call(a, s.adminToken, 'POST', '/v1/tenants', { name: 'cancel', settings: { limits: { disk_bytes: SMALL_DISK } } });
-  const key = String((await call(a, s.adminToken, 'POST', `/v1/tenants/${String(t.json.id)}/api-keys`)).json.key);
+  const t = await call(a, s.adminToken, 'POST', '/v1/tenants', {
+    name: 'cancel',
+    settings: { limits: { disk_bytes: SMALL_DISK } },
+  });
+  const key = String(
+    (await call(a, s.adminToken, 'POST', `/v1/tenants/${String(t.json.id)}/api-keys`)).json.key,
+  );
   const id = String((await call(a, key, 'POST', '/v1/conversations', {})).json.id);
   s.model.setScript({
     turns: [{ tool: 'Bash', input: { command: 'sleep 60; echo late > late.txt' } }, { text: 'too late' }],
@@ -264,7 +272,9 @@ test('a client that disconnects cancels its run: done cancelled is stored and th
   assert.equal(done?.data.status, 'cancelled');
   assert.ok(events.some((e) => e.event === 'error' && e.data.code === 'RUN_CANCELLED'));
   // The lock was released: the next execute runs (and the killed sleep never wrote its file).
-  s.model.setScript({ turns: [{ tool: 'Bash', input: { command: 'ls; pgrep -c sleep || true' } }, { text: 'ok' }] });
+  s.model.setScript({
+    turns: [{ tool: 'Bash', input: { command: 'ls; pgrep -c sleep || true' } }, { text: 'ok' }],
+  });
   const next = await call(a, key, 'POST', `/v1/conversations/${id}/execute`, { prompt: 'again' });
   assert.equal(next.status, 200, next.text);
   const ev = parseSse(next.text);
