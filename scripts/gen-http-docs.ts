@@ -16,6 +16,7 @@ import { buildApp } from '../packages/api/src/app.js';
 import type { AppRepos } from '../packages/api/src/app.js';
 import { tenantIdOf } from '../packages/api/src/http/auth.js';
 import { registerExecuteRoutes } from '../packages/api/src/routes/execute.js';
+import { registerHealthRoutes } from '../packages/api/src/routes/health.js';
 import type { ExecuteRouteDeps } from '../packages/api/src/routes/execute.js';
 import { EVENT_TYPES } from '../packages/api/src/types.js';
 import type { LockManager, ObjectStore, RateLimiter } from '../packages/api/src/types.js';
@@ -53,7 +54,10 @@ export async function loadOpenApi(): Promise<Json> {
     rateLimiter: inert<RateLimiter>('rateLimiter'),
     locks: inert<LockManager>('locks'),
     store: inert<ObjectStore>('store'),
-    routes: [(a) => registerExecuteRoutes(a, executeDeps)],
+    routes: [
+      (a) => registerHealthRoutes(a, { checkDatabase: () => Promise.reject(new Error('not called')) }),
+      (a) => registerExecuteRoutes(a, executeDeps),
+    ],
   });
   try {
     await app.ready();

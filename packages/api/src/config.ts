@@ -4,7 +4,9 @@
  * stay where it had them (DATABASE_URL, REDIS_URL).
  */
 import { z } from 'zod';
-import { envFields, parseConfig } from '@hako/core';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { AppError, envFields, parseConfig } from '@hako/core';
 import type { EnvRecord } from '@hako/core';
 import type { NodeEndpoint } from './nodes/node-pool.js';
 
@@ -49,10 +51,11 @@ export const apiConfigSchema = z.object({
     .min(16, 'at least 16 characters')
     .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
     .describe('Bearer token of the admin API (`/v1/tenants`); compared in constant time. Required.'),
-  DATABASE_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, 'a postgres:// URL')
-    .describe('PostgreSQL connection URL. Migrations run at start-up (serialized across API processes).'),
+  DATABASE_URL: envFields
+    .optionalString(z.string().regex(/^postgres(ql)?:\/\//, 'a postgres:// URL'))
+    .describe(
+      'PostgreSQL connection URL. Migrations run at start-up (serialized across API processes). Unset: an embedded PostgreSQL (PGlite) in `${HAKO_HOME}/pgdata`, for one API process.',
+    ),
   DATABASE_POOL_MAX: z.coerce
     .number()
     .int()
@@ -60,10 +63,24 @@ export const apiConfigSchema = z.object({
     .max(1000)
     .default(10)
     .describe('Most PostgreSQL connections per API process.'),
-  REDIS_URL: z
+  REDIS_URL: envFields
+    .optionalString(z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL'))
+    .describe(
+      'Redis URL: conversation locks, rate limits and run slots shared by every API process. Unset: in-process locks and limits, correct only for a single API process (refused when HAKO_API_PROCESSES is over 1).',
+    ),
+  HAKO_API_PROCESSES: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(10_000)
+    .default(1)
+    .describe(
+      'How many API processes this deployment runs; over 1 requires REDIS_URL and DATABASE_URL (the in-process and embedded engines serve one process).',
+    ),
+  HAKO_HOME: z
     .string()
-    .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
-    .describe('Redis URL: conversation locks, rate limits and run slots shared by every API process.'),
+    .default('~/.hako')
+    .describe("Home of the embedded engines (`pgdata`); `~` is the user's home directory."),
   S3_ENDPOINT: envFields
     .optionalString(z.string().url())
     .describe('S3 endpoint URL (an S3-compatible server); unset means AWS S3 for S3_REGION.'),
@@ -138,5 +155,25 @@ export type ApiConfig = z.infer<typeof apiConfigSchema> & { readonly nodes: Node
 /** Parses hako-api's configuration; CONFIG_INVALID names every bad variable. */
 export function loadApiConfig(env: EnvRecord): ApiConfig {
   const c = parseConfig(apiConfigSchema, env);
-  return { ...c, nodes: parseNodes(c.HAKO_NODES) };
+  if (c.HAKO_API_PROCESSES > 1) {
+    const missing = [
+      c.REDIS_URL === undefined ? 'REDIS_URL' : '',
+      c.DATABASE_URL === undefined ? 'DATABASE_URL' : '',
+    ]
+      .filter((v) => v !== '')
+      .join(' and ');
+    if (missing !== '') {
+      throw new AppError(
+        'CONFIG_INVALID',
+        `invalid configuration: HAKO_API_PROCESSES is ${c.HAKO_API_PROCESSES} but ${missing} is unset: the in-process locks and the embedded database serve one process only; set ${missing}`,
+      );
+    }
+  }
+  return { ...c, HAKO_HOME: expandHome(c.HAKO_HOME, env), nodes: parseNodes(c.HAKO_NODES) };
+}
+
+/** `~` or `~/x` with the user's home (HOME, else the OS's); other paths as they are. */
+export function expandHome(path: string, env: EnvRecord): string {
+  if (path !== '~' && !path.startsWith('~/')) return path;
+  return join(env.HOME ?? homedir(), path.slice(1));
 }

@@ -110,5 +110,7 @@ export { DEFAULT_RETRY_POLICY } from './workspace/retry.js';
 export type { RetryPolicy } from './workspace/retry.js';
 export { DEFAULT_SCAN_LIMITS } from './workspace/scan.js';
 export type { ScanLimits } from './workspace/scan.js';
+export { startApi } from './server.js';
+export type { RunningApi } from './server.js';
 export { createPgliteDatabase, PGLITE_LOCK_FILE, DEFAULT_PGLITE_WAIT_TIMEOUT_MS } from './db/pglite.js';
 export type { PgliteDatabaseOptions, PgliteLockOwner } from './db/pglite.js';

@@ -3,6 +3,7 @@
  * slots) → S3 → hakod node pool → workspace sync → the execute flow's ports → the Fastify app,
  * listening. close() runs the named closers in reverse order.
  */
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import type { Logger } from '@hako/core';
 import type { EnvRecord } from '@hako/core';
@@ -14,6 +15,10 @@ import { migrate } from './db/migrate.js';
 import { RedisLockManager } from './coord/redis-lock.js';
 import { RedisRateLimiter } from './coord/redis-rate-limiter.js';
 import { RedisConcurrencyLimiter } from './coord/redis-concurrency.js';
+import { MemoryLockManager } from './coord/memory-lock.js';
+import { MemoryRateLimiter } from './coord/memory-rate-limiter.js';
+import { MemoryConcurrencyLimiter } from './coord/memory-concurrency.js';
+import { createPgliteDatabase } from './db/pglite.js';
 import { S3ObjectStore } from './storage/s3-object-store.js';
 import { NodePool } from './nodes/node-pool.js';
 import { ConversationSandboxes } from './nodes/conversation-sandbox.js';
@@ -23,6 +28,7 @@ import { buildApp, createAppRepos } from './app.js';
 import type { AppRepos } from './app.js';
 import { tenantIdOf } from './http/auth.js';
 import { registerExecuteRoutes } from './routes/execute.js';
+import { registerHealthRoutes } from './routes/health.js';
 import { RunRepository } from './repositories/runs.js';
 import { EventRepository } from './repositories/events.js';
 import { ConversationRepository } from './repositories/conversations.js';
@@ -31,7 +37,7 @@ import { WorkspaceObjectRepository } from './repositories/workspace-objects.js';
 import { buildAgentOptions } from './agent/options-builder.js';
 import { runAgent } from './agent/runner.js';
 import type { AgentClient } from '@hako/proto';
-import type { AgentEvent, Tenant } from './types.js';
+import type { AgentEvent, ConcurrencyLimiter, LockManager, RateLimiter, Tenant } from './types.js';
 import type {
   AgentPort,
   ExecuteDeps,
@@ -63,17 +69,12 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
     }
   };
   try {
-    const db = createDatabase({ url: config.DATABASE_URL, logger, max: config.DATABASE_POOL_MAX });
+    const db = await openDatabase(config, logger);
     closers.push(['database', () => db.close()]);
     await migrate(db, { logger });
-
-    const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 2, lazyConnect: true });
-    await redis.connect();
-    closers.push(['redis', () => redis.quit()]);
-    const prefix = `hako:${config.HAKO_ENV}`;
-    const locks = new RedisLockManager({ redis, prefix });
-    const rateLimiter = new RedisRateLimiter({ redis, prefix });
-    const slots = new RedisConcurrencyLimiter({ redis, prefix });
+    const coordination = await openCoordination(config, logger);
+    closers.push(['coordination', () => coordination.close()]);
+    const { locks, rateLimiter, slots } = coordination;
 
     const store = new S3ObjectStore({
       bucket: config.S3_BUCKET,
@@ -164,6 +165,12 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
       store,
       routes: [
         (a) =>
+          registerHealthRoutes(a, {
+            checkDatabase: async () => {
+              await db.query('SELECT 1');
+            },
+          }),
+        (a) =>
           registerExecuteRoutes(a, {
             execute: executeDeps,
             tenantOf: tenantIdOf,
@@ -192,6 +199,55 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
     await close();
     throw err;
   }
+}
+
+/** PostgreSQL at DATABASE_URL, or the embedded one (PGlite) under HAKO_HOME. */
+async function openDatabase(config: ApiConfig, logger: Logger): Promise<Database> {
+  if (config.DATABASE_URL !== undefined) {
+    return createDatabase({ url: config.DATABASE_URL, logger, max: config.DATABASE_POOL_MAX });
+  }
+  const dataDir = join(config.HAKO_HOME, 'pgdata');
+  logger.info({ dataDir }, 'DATABASE_URL is unset: using the embedded PostgreSQL (PGlite; one API process)');
+  return createPgliteDatabase({ dataDir, logger });
+}
+
+interface Coordination {
+  readonly locks: LockManager;
+  readonly rateLimiter: RateLimiter;
+  readonly slots: ConcurrencyLimiter;
+  close(): Promise<void>;
+}
+
+/** Redis at REDIS_URL (any number of API processes), or in-process (one; loadApiConfig checks). */
+async function openCoordination(config: ApiConfig, logger: Logger): Promise<Coordination> {
+  if (config.REDIS_URL === undefined) {
+    logger.info('REDIS_URL is unset: locks and limits are in-process (one API process)');
+    const locks = new MemoryLockManager();
+    const rateLimiter = new MemoryRateLimiter();
+    const slots = new MemoryConcurrencyLimiter();
+    return {
+      locks,
+      rateLimiter,
+      slots,
+      close: () => {
+        locks.close();
+        rateLimiter.close();
+        slots.close();
+        return Promise.resolve();
+      },
+    };
+  }
+  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 2, lazyConnect: true });
+  await redis.connect();
+  const prefix = `hako:${config.HAKO_ENV}`;
+  return {
+    locks: new RedisLockManager({ redis, prefix }),
+    rateLimiter: new RedisRateLimiter({ redis, prefix }),
+    slots: new RedisConcurrencyLimiter({ redis, prefix }),
+    close: async () => {
+      await redis.quit();
+    },
+  };
 }
 
 async function loadContext(repos: AppRepos, tenantId: string, conversationId: string) {

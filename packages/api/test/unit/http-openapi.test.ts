@@ -8,6 +8,7 @@ import { openApiPath } from '../../src/http/openapi.js';
 type Json = Record<string, unknown>;
 
 const CONTRACT = [
+  'GET /healthz',
   'POST /v1/tenants',
   'GET /v1/tenants/{id}',
   'POST /v1/tenants/{id}/api-keys',
@@ -69,7 +70,11 @@ test('the OpenAPI document has every route of the HTTP contract, each well-forme
     // Auth as declared and as enforced.
     const auth = op['x-auth'];
     const expectAuth =
-      path === '/openapi.json' ? 'none' : path.startsWith('/v1/tenants') ? 'admin' : 'tenant';
+      path === '/openapi.json' || path === '/healthz'
+        ? 'none'
+        : path.startsWith('/v1/tenants')
+          ? 'admin'
+          : 'tenant';
     assert.equal(auth, expectAuth, key);
     assert.deepEqual(
       op.security,

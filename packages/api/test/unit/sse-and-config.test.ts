@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { AppError } from '@hako/core';
 import { formatSseEvent, parseLastEventId } from '../../src/sse.js';
 import { titleFromPrompt } from '../../src/execute/execute-run.js';
-import { apiConfigSchema, loadApiConfig, parseNodes } from '../../src/config.js';
+import { apiConfigSchema, expandHome, loadApiConfig, parseNodes } from '../../src/config.js';
 import type { StoredEvent } from '../../src/types.js';
 
 const ev = (over: Partial<StoredEvent> = {}): StoredEvent => ({
@@ -90,4 +90,32 @@ test('api config: required variables, defaults, and CONFIG_INVALID naming the va
   for (const [name, field] of Object.entries(apiConfigSchema.shape)) {
     assert.ok(field.description && field.description.length > 10, `${name} is described`);
   }
+});
+
+test('embedded engines: DATABASE_URL and REDIS_URL may be unset for one API process, never for more', () => {
+  const base = { HAKO_ADMIN_TOKEN: 'x'.repeat(20), S3_BUCKET: 'hako', HOME: '/home/u' };
+  const c = loadApiConfig(base);
+  assert.equal(c.DATABASE_URL, undefined);
+  assert.equal(c.REDIS_URL, undefined);
+  assert.equal(c.HAKO_HOME, '/home/u/.hako');
+  assert.equal(loadApiConfig({ ...base, DATABASE_URL: '', REDIS_URL: '' }).REDIS_URL, undefined);
+  assert.throws(
+    () => loadApiConfig({ ...base, HAKO_API_PROCESSES: '2', DATABASE_URL: 'postgres://h/db' }),
+    (e: unknown) =>
+      e instanceof AppError &&
+      e.code === 'CONFIG_INVALID' &&
+      /REDIS_URL/.test(e.message) &&
+      !/DATABASE_URL/.test(e.message),
+  );
+  assert.throws(() => loadApiConfig({ ...base, HAKO_API_PROCESSES: '3' }), /REDIS_URL and DATABASE_URL/);
+  const two = loadApiConfig({
+    ...base,
+    HAKO_API_PROCESSES: '2',
+    DATABASE_URL: 'postgres://h/db',
+    REDIS_URL: 'redis://h',
+  });
+  assert.equal(two.HAKO_API_PROCESSES, 2);
+  assert.equal(expandHome('~', { HOME: '/r' }), '/r');
+  assert.equal(expandHome('~/x/y', { HOME: '/r' }), '/r/x/y');
+  assert.equal(expandHome('/abs/~', { HOME: '/r' }), '/abs/~');
 });
