@@ -31,7 +31,7 @@ import { registerTenantRoutes } from './routes/tenants.js';
 export interface AppRepos {
   tenants: Pick<TenantRepository, 'create' | 'get'>;
   apiKeys: Pick<ApiKeyRepository, 'create' | 'authenticate' | 'list' | 'revoke'>;
-  conversations: Pick<ConversationRepository, 'create' | 'get'>;
+  conversations: Pick<ConversationRepository, 'create' | 'get' | 'list'>;
   files: Pick<FileRepository, 'list' | 'get' | 'upsert' | 'delete'>;
   workspaceObjects: Pick<WorkspaceObjectRepository, 'applyChanges'>;
   /** Runs `fn` with repositories bound to one transaction: all of it or nothing. */
@@ -152,6 +152,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerConversationRoutes(app, {
     createConversation: (tenantId, input) => repos.conversations.create(tenantId, input),
     getConversation: (tenantId, id) => repos.conversations.get(tenantId, id),
+    listConversations: (tenantId, options) => repos.conversations.list(tenantId, options),
   });
   await registerFileRoutes(app, {
     store: deps.store,

@@ -1,5 +1,5 @@
 /**
- * Conversations of the caller's tenant (bearer API key): create and read. Another tenant's
+ * Conversations of the caller's tenant (bearer API key): create, list and read. Another tenant's
  * conversation is CONVERSATION_NOT_FOUND, exactly like one that does not exist.
  */
 import type { FastifyInstance } from 'fastify';
@@ -14,6 +14,11 @@ export interface ConversationRouteDeps {
   ) => Promise<Conversation>;
   /** CONVERSATION_NOT_FOUND when it is not one of the tenant's. */
   getConversation: (tenantId: string, id: string) => Promise<Conversation>;
+  /** Newest first; `before` continues after that conversation (CONVERSATION_NOT_FOUND if not the tenant's). */
+  listConversations: (
+    tenantId: string,
+    options: { limit?: number; before?: string },
+  ) => Promise<Conversation[]>;
 }
 
 export const EXAMPLE_CONVERSATION_ID = '0b6f3d2e-5a4c-4e8b-9f1a-2c3d4e5f6a7b';
@@ -126,6 +131,53 @@ export function registerConversationRoutes(app: FastifyInstance, deps: Conversat
       const conv = await deps.createConversation(tenant.id, input);
       req.log.info({ tenantId: tenant.id, conversationId: conv.id }, 'conversation created');
       return reply.code(201).send(conversationToWire(conv, tenant.settings.maxContextTokens));
+    },
+  );
+
+  app.get<{ Querystring: { limit?: number; before?: string } }>(
+    '/v1/conversations',
+    {
+      schema: {
+        summary: "List the tenant's conversations, newest first",
+        tags: ['conversations'],
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            limit: { type: 'integer', minimum: 1, maximum: 500, default: 50, description: 'Page size.' },
+            before: {
+              type: 'string',
+              format: 'uuid',
+              description: 'The last id of the previous page: the next page starts after it.',
+            },
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            required: ['conversations'],
+            properties: { conversations: { type: 'array', items: conversationSchema } },
+          },
+        },
+      },
+      config: {
+        auth: 'tenant',
+        docs: {
+          errors: ['CONVERSATION_NOT_FOUND'],
+          example: {
+            query: { limit: '20' },
+            response: { status: 200, body: { conversations: [exampleConversation] } },
+          },
+        },
+      },
+    },
+    async (req) => {
+      const tenant = tenantOf(req);
+      const options: { limit?: number; before?: string } = {};
+      if (req.query.limit !== undefined) options.limit = req.query.limit;
+      if (req.query.before !== undefined) options.before = req.query.before;
+      const list = await deps.listConversations(tenant.id, options);
+      return { conversations: list.map((c) => conversationToWire(c, tenant.settings.maxContextTokens)) };
     },
   );
 

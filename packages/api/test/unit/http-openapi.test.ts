@@ -8,6 +8,7 @@ import { openApiPath } from '../../src/http/openapi.js';
 type Json = Record<string, unknown>;
 
 const CONTRACT = [
+  'GET /v1/conversations',
   'GET /healthz',
   'POST /v1/tenants',
   'GET /v1/tenants/{id}',
