@@ -12,10 +12,11 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { silentLogger } from '@hako/core';
-import { DEMO_FILE, DEMO_OUTPUT, DEMO_PROGRAM, DEMO_PROMPT } from '@hako/testkit';
+import { DEMO_FILE, DEMO_OUTPUT, DEMO_PROGRAM, DEMO_PROMPT, startScriptedModel } from '@hako/testkit';
 import { createTestHost, REPO_ROOT } from '../../../sandbox/test/helpers/test-host.js';
 import type { TestHost } from '../../../sandbox/test/helpers/test-host.js';
 import { startUp } from '../../src/stack-up.js';
@@ -323,6 +324,71 @@ test('the hako up command: --json prints one line once healthy, serves the kept 
   assert.match(byHand.stderr, /SIGINT: stopping/);
   assert.match(byHand.stderr, /hako up: stopped/);
 
+  await th.teardown();
+  hosts.splice(hosts.indexOf(th), 1);
+  assert.deepEqual(th.leftovers(), []);
+});
+
+test('with ANTHROPIC_API_KEY the model is the upstream, reached through hakod with the key only hakod holds', async () => {
+  const th = createTestHost();
+  hosts.push(th);
+  const home = keptHome ?? join(await mkdtemp(join(tmpdir(), 'hako-up-key-')), 'home');
+  if (keptHome === undefined) dirs.push(join(home, '..'));
+  // A stand-in for api.anthropic.com on loopback (nothing may leave this machine): it records
+  // every request, so the key it receives is checked.
+  const upstream = await startScriptedModel({
+    script: {
+      turns: [
+        { tool: 'Bash', input: { command: "env; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'" } },
+        { text: 'checked' },
+      ],
+    },
+  });
+  try {
+    const key = `sk-ant-test-${randomBytes(12).toString('hex')}`;
+    const up = await startUp(
+      {
+        ...th.env,
+        HOME: process.env.HOME ?? '/root',
+        HAKO_HOME: home,
+        HAKO_API_LISTEN: '127.0.0.1:0',
+        ANTHROPIC_API_KEY: key,
+        AGENT_UPSTREAM_ANTHROPIC_URL: upstream.url,
+      },
+      { logger: silentLogger() },
+    );
+    stacks.push(up);
+    assert.equal(up.model, 'anthropic');
+    assert.equal(up.modelUrl, upstream.url);
+    // a tenant with the default settings: an empty egress allowlist
+    const t = await call(up.apiUrl, up.adminToken, 'POST', '/v1/tenants', {
+      name: 'keyed',
+      settings: { limits: { disk_bytes: 128 * 2 ** 20 } },
+    });
+    assert.equal(t.status, 201, t.text);
+    const k = String(
+      (await call(up.apiUrl, up.adminToken, 'POST', `/v1/tenants/${String(t.json.id)}/api-keys`)).json.key,
+    );
+    const conv = await call(up.apiUrl, k, 'POST', '/v1/conversations', {});
+    const run = await events(up.apiUrl, k, 'POST', `/v1/conversations/${String(conv.json.id)}/execute`, {
+      prompt: 'show your environment',
+    });
+    assert.equal(run.at(-1)?.data.status, 'completed', JSON.stringify(run.at(-1)?.data));
+    // the upstream got the real key from hakod's proxy; the sandbox never saw it
+    assert.ok(upstream.requests.length > 0);
+    assert.ok(
+      upstream.requests.every((r) => r.headers['x-api-key'] === key),
+      'every upstream request carries the key',
+    );
+    const dump = outputsOf(run);
+    assert.match(dump, /ANTHROPIC_BASE_URL=/, 'the environment dump ran');
+    assert.ok(!dump.includes(key), 'the key is not in the sandbox');
+    assert.ok(!dump.includes(up.adminToken), 'the admin token is not in the sandbox');
+    await up.close({ destroyAll: true });
+    stacks.splice(stacks.indexOf(up), 1);
+  } finally {
+    await upstream.close();
+  }
   await th.teardown();
   hosts.splice(hosts.indexOf(th), 1);
   assert.deepEqual(th.leftovers(), []);
