@@ -23,7 +23,6 @@ import { silentLogger } from '@hako/core';
 import { startPostgres, startS3 } from '@hako/testkit';
 import type { PostgresService, S3Service } from '@hako/testkit';
 import {
-  ConversationRepository,
   MemoryLockManager,
   MemoryRateLimiter,
   S3ObjectStore,
@@ -31,7 +30,6 @@ import {
   createAppRepos,
   createDatabase,
   migrate,
-  tenantIdOf,
 } from '@hako/api';
 import type { Database } from '@hako/api';
 import { loadAgentConfig, startAgentServer } from '@hako/agentd';
@@ -70,7 +68,6 @@ before(async () => {
     () => locks.close(),
     () => rateLimiter.close(),
   );
-  const conversationsRepo = new ConversationRepository(db);
   app = await buildApp({
     logger: silentLogger(),
     adminToken: ADMIN,
@@ -78,30 +75,6 @@ before(async () => {
     rateLimiter,
     locks,
     store,
-    routes: [
-      // hako-api has no GET /v1/conversations yet (see the report): until it does, this stand-in
-      // answers the tenant's conversations from the real repository, in the shape the CLI
-      // expects. Registered only when the app lacks the route, so the real one wins once it exists.
-      (a) => {
-        if (a.hasRoute({ method: 'GET', url: '/v1/conversations' })) return;
-        a.get('/v1/conversations', { config: { auth: 'tenant' } }, async (req) => {
-          const list = await conversationsRepo.list(tenantIdOf(req));
-          return {
-            conversations: list.map((c) => ({
-              id: c.id,
-              title: c.title,
-              workspace_enabled: c.workspaceEnabled,
-              session_id: c.sessionId,
-              context_tokens: c.contextTokens,
-              context_limit: req.tenant?.settings.maxContextTokens ?? 0,
-              status: c.status,
-              created_at: c.createdAt,
-              updated_at: c.updatedAt,
-            })),
-          };
-        });
-      },
-    ],
   });
   await app.listen({ host: '127.0.0.1', port: 0 });
   apiUrl = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
