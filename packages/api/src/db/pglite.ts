@@ -20,6 +20,7 @@ import type { QueryResultRow } from 'pg';
 import { AppError, isAppError } from '@hako/core';
 import type { Logger } from '@hako/core';
 import type { Database, DbResult, IsolationLevel, Queryable } from './pool.js';
+import { ConnectionTransaction } from './pool.js';
 
 /** The lock file's name inside the data directory. */
 export const PGLITE_LOCK_FILE = 'hako.lock';
@@ -352,50 +353,10 @@ class ConnectionQueue {
   }
 }
 
-/** An open transaction on the connection; unusable once it ended. */
-class PgliteTransaction implements Queryable {
-  private savepoints = 0;
-  ended = false;
-
-  constructor(
-    private readonly pg: PGlite,
-    private readonly where: string,
-  ) {}
-
-  query<T extends QueryResultRow = QueryResultRow>(
-    sql: string,
-    params?: readonly unknown[],
-  ): Promise<DbResult<T>> {
-    if (this.ended) {
-      return Promise.reject(
-        new AppError('INTERNAL', 'A query ran on a transaction that already ended; use the database instead'),
-      );
-    }
-    return runOn<T>(this.pg, this.where, sql, params);
-  }
-
-  async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    const name = `hako_sp_${++this.savepoints}`;
-    await this.query(`SAVEPOINT ${name}`);
-    try {
-      const out = await fn(this);
-      await this.query(`RELEASE SAVEPOINT ${name}`);
-      return out;
-    } catch (err) {
-      try {
-        await this.query(`ROLLBACK TO SAVEPOINT ${name}`);
-      } catch {
-        // The transaction is broken too; the outer one rolls back, and `err` says why.
-      }
-      throw err;
-    }
-  }
-}
-
 class PgliteDatabase implements Database {
   private readonly queue = new ConnectionQueue();
   /** The transaction whose callback is running, for code reached from it. */
-  private readonly current = new AsyncLocalStorage<PgliteTransaction>();
+  private readonly current = new AsyncLocalStorage<ConnectionTransaction>();
   private closed = false;
   private closing: Promise<void> | undefined;
 
@@ -452,7 +413,7 @@ class PgliteDatabase implements Database {
   ): Promise<T> {
     this.checkUsable();
     return this.hold(async () => {
-      const tx = new PgliteTransaction(this.pg, this.where);
+      const tx = new ConnectionTransaction((sql, params) => runOn(this.pg, this.where, sql, params));
       try {
         return await this.current.run(tx, async () => {
           const isolation = options.isolation;

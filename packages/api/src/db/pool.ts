@@ -150,15 +150,21 @@ async function runQuery<T extends QueryResultRow>(
   }
 }
 
-/** A transaction on one pooled connection; unusable once its transaction ended. */
-class TransactionHandle implements Queryable {
+/** Runs one statement on the connection a transaction holds. */
+export type StatementRunner = <T extends QueryResultRow = QueryResultRow>(
+  sql: string,
+  params?: readonly unknown[],
+) => Promise<DbResult<T>>;
+
+/**
+ * A transaction on one connection (a pooled client, or PGlite's only one): its statements go
+ * through `run`; a nested transaction() is a savepoint. Unusable once `ended` is set by its owner.
+ */
+export class ConnectionTransaction implements Queryable {
   private savepoints = 0;
   ended = false;
 
-  constructor(
-    private readonly client: PoolClient,
-    private readonly where: string,
-  ) {}
+  constructor(private readonly run: StatementRunner) {}
 
   query<T extends QueryResultRow = QueryResultRow>(
     sql: string,
@@ -169,7 +175,7 @@ class TransactionHandle implements Queryable {
         new AppError('INTERNAL', 'A query ran on a transaction that already ended; use the database instead'),
       );
     }
-    return runQuery<T>(this.client, this.where, sql, params);
+    return this.run<T>(sql, params);
   }
 
   async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
@@ -183,7 +189,8 @@ class TransactionHandle implements Queryable {
       try {
         await this.query(`ROLLBACK TO SAVEPOINT ${name}`);
       } catch {
-        // The connection failed too; the outer transaction rolls back, and `err` says why.
+        // The connection or the transaction failed too; the outer transaction rolls back, and
+        // `err` says why.
       }
       throw err;
     }
@@ -248,7 +255,7 @@ class PgDatabase implements Database {
     } catch (err) {
       throw toDatabaseError(err, this.where);
     }
-    const tx = new TransactionHandle(client, this.where);
+    const tx = new ConnectionTransaction((sql, params) => runQuery(client, this.where, sql, params));
     let broken: Error | undefined;
     try {
       try {
