@@ -1,8 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isAppError } from '@hako/core';
-import type { EnvRecord } from '@hako/core';
+import { isAppError, parseConfig, sandboxHostConfigSchema } from '@hako/core';
+import type { EnvRecord, Logger } from '@hako/core';
+import { buildSandboxHost } from '@hako/sandbox';
 import { DEMO_PROMPT } from '@hako/testkit';
 import { parseFlags, UsageError } from '../flags.js';
 import { formatBytes, formatDuration, readSseEvents, renderEvent } from '../event-render.js';
@@ -94,6 +95,25 @@ function apiClient(base: string, signal: AbortSignal): Api {
       return res;
     },
   };
+}
+
+/**
+ * After the stack stopped with every sandbox destroyed: the host-wide pieces hakod keeps for its
+ * env between starts (nftables tables, bridge, CNI conflist, the env's cgroup parents, its run
+ * directory), so the demo leaves the host as it found it. Images and the workspace volume stay.
+ */
+export async function removeEnvHostState(env: Record<string, string>, logger: Logger): Promise<void> {
+  const config = parseConfig(sandboxHostConfigSchema, env);
+  const built = await buildSandboxHost(config, logger);
+  try {
+    await built.network.teardown();
+    // both cgroup managers have it; the CgroupManager interface does not declare it
+    const cgroups = built.cgroups as typeof built.cgroups & { removeEnvRoot?: () => Promise<boolean> };
+    await cgroups.removeEnvRoot?.();
+    await rm(join(config.HAKO_RUN_DIR, config.HAKO_ENV), { recursive: true, force: true });
+  } finally {
+    await built.close();
+  }
 }
 
 function str(v: unknown): string {
@@ -232,9 +252,19 @@ export async function demo(argv: readonly string[], env: EnvRecord): Promise<num
     if (interrupt.signal.aborted) code = 130;
   } finally {
     if (up !== undefined) {
-      await up.close({ destroyAll: true }).catch((e: unknown) => {
-        code = report(e instanceof Error ? e : new Error(String(e)));
-      });
+      const closed = await up.close({ destroyAll: true }).then(
+        () => true,
+        (e: unknown) => {
+          code = report(e instanceof Error ? e : new Error(String(e)));
+          return false;
+        },
+      );
+      // Only when every sandbox is gone: the network and cgroups of the env are theirs too.
+      if (closed && (stackEnv.HAKO_ENV ?? '') !== '') {
+        await removeEnvHostState(stackEnv, logger).catch((e: unknown) => {
+          code = report(e instanceof Error ? e : new Error(String(e)));
+        });
+      }
     }
     if (tempHome !== undefined) await rm(tempHome, { recursive: true, force: true }).catch(() => undefined);
   }

@@ -63,6 +63,19 @@ function demoHomes(tmp: string): string[] {
   return readdirSync(tmp).filter((n) => n.startsWith('hako-demo-'));
 }
 
+/**
+ * What the demo left of its env before the test host's own teardown: sandboxes (netns,
+ * processes), the bridge, the nftables tables, cgroups, the env's run directory. The state
+ * directory itself (images, the workspace volume) is hakod's host state and stays.
+ */
+function demoLeftovers(th: TestHost): string[] {
+  const left = th
+    .leftovers()
+    .filter((l) => !l.startsWith('dir ') && !l.startsWith('mount under') && l !== 'loop device');
+  if (existsSync(join(th.runDir, th.hakoEnv))) left.push(`dir ${join(th.runDir, th.hakoEnv)}`);
+  return left;
+}
+
 async function setup(): Promise<{ th: TestHost; env: Record<string, string>; tmp: string }> {
   const th = createTestHost();
   hosts.push(th);
@@ -116,6 +129,7 @@ test('hako demo: the agent writes fib.py, runs it, answers; events and files are
   assert.ok(home !== undefined && home.startsWith(tmp), all);
   assert.ok(!existsSync(home), `${home} was removed`);
   assert.deepEqual(demoHomes(tmp), []);
+  assert.deepEqual(demoLeftovers(th), [], 'the demo left its env on the host');
   await th.teardown();
   hosts.splice(hosts.indexOf(th), 1);
   assert.deepEqual(th.leftovers(), []);
@@ -147,6 +161,7 @@ test('hako demo: a failure exits non-zero with its error code and still cleans u
   assert.match(help.stdout, /^usage: hako demo/);
   // the temporary homes are gone, and nothing is on the host
   assert.deepEqual(demoHomes(tmp), []);
+  assert.deepEqual(demoLeftovers(th), [], 'the demo left its env on the host');
   await th.teardown();
   hosts.splice(hosts.indexOf(th), 1);
   assert.deepEqual(th.leftovers(), []);
@@ -178,6 +193,7 @@ test('hako demo: Ctrl-C during the run stops it cleanly (exit 130, nothing left)
   assert.match(stderr, /hako demo: SIGINT: stopping/);
   assert.match(stderr, /^hako demo: \[RUN_CANCELLED\] interrupted by SIGINT$/m);
   assert.deepEqual(demoHomes(tmp), []);
+  assert.deepEqual(demoLeftovers(th), [], 'the demo left its env on the host');
   await th.teardown();
   hosts.splice(hosts.indexOf(th), 1);
   assert.deepEqual(th.leftovers(), []);
