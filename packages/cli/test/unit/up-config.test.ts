@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chooseModel, chooseStorage, resolveHome, withoutModelSecrets } from '../../src/stack-up.js';
+import { upConfigSchema } from '../../src/up-config.js';
 import { isAppError } from '@hako/core';
 
 const configInvalid = (re: RegExp) => (e: unknown) =>
@@ -43,4 +44,13 @@ test('the environment handed on holds no Anthropic credential', () => {
     UNSET: undefined,
   });
   assert.deepEqual(env, { PATH: '/bin', HAKO_HOME: '/h' });
+});
+
+test('the documented HAKO_MODEL values are exactly the ones hako up accepts', () => {
+  const documented = upConfigSchema.shape.HAKO_MODEL.unwrap().options.filter((o) => o !== '');
+  for (const v of documented)
+    assert.doesNotThrow(() => chooseModel({ HAKO_MODEL: v, ANTHROPIC_API_KEY: 'k' }));
+  assert.throws(() => chooseModel({ HAKO_MODEL: 'other' }), { code: 'CONFIG_INVALID' });
+  assert.equal(chooseModel({}), 'scripted');
+  assert.equal(chooseModel({ ANTHROPIC_API_KEY: 'k' }), 'anthropic');
 });
