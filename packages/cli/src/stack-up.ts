@@ -337,7 +337,8 @@ export async function startUp(env: EnvRecord, opts: StartUpOptions): Promise<Run
         ...base,
         HAKO_ENV: hakoEnv,
         AGENT_TLS_DIR: tlsDir,
-        AGENT_LISTEN: env.AGENT_LISTEN ?? '127.0.0.1:0',
+        // hakod's own default, so `hako sandboxes list` finds it; the demo asks for port 0.
+        AGENT_LISTEN: env.AGENT_LISTEN ?? '127.0.0.1:7443',
         AGENT_METRICS_LISTEN: env.AGENT_METRICS_LISTEN ?? '',
         AGENT_POOL_MIN: env.AGENT_POOL_MIN ?? '0',
         AGENT_UPSTREAM_ANTHROPIC_URL: upstreamUrl,

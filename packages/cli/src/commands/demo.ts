@@ -32,6 +32,7 @@ export const DEMO_ENV_DEFAULTS: Readonly<Record<string, string>> = {
   HAKO_BRIDGE: 'hakodemo0',
   CNI_SUBNET: '10.209.8.0/24',
   HAKO_API_LISTEN: '127.0.0.1:0',
+  AGENT_LISTEN: '127.0.0.1:0',
 };
 
 /** The demo tenant's workspace disk: small, the program is a few hundred bytes. */
