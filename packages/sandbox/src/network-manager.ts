@@ -12,7 +12,7 @@ import { buildConflist, conflistPath, leaseDir, resolveIpamRange } from './cni-c
 import type { CniConflist, IpamRange } from './cni-config.js';
 import { CniConflistInvoker, runTool, stderrTail } from './cni-plugin.js';
 import type { CniResult, CniRuntimeArgs } from './cni-plugin.js';
-import { parseIpv4 } from './ip-math.js';
+import { parseIpv4, tryParseIpv4 } from './ip-math.js';
 import { createNetns, deleteNetns, listNetns, netnsExists, netnsPath, setLoopbackUp } from './netns.js';
 import { NftablesPolicy, setSandboxPortGroup } from './nftables-policy.js';
 import { envPrefix } from './names.js';
@@ -357,6 +357,14 @@ export class CniNetworkManager implements NetworkManager {
     await step('removing the conflist', () =>
       rm(conflistPath(this.opts.stateDir, this.opts.env), { force: true }),
     );
+    // host-local's directory for the env: only its bookkeeping (last_reserved_ip.*, lock) once no
+    // sandbox holds a lease; one with a lease file (named by its IPv4 address) is kept.
+    await step('removing the IPAM directory', async () => {
+      const dir = leaseDir(this.opts.stateDir, this.opts.env);
+      const files = await readdir(dir).catch(() => [] as string[]);
+      if (files.some((f) => tryParseIpv4(f) !== undefined)) return;
+      await rm(dir, { recursive: true, force: true });
+    });
     if (errors.length > 0)
       throw new AggregateAppError('NETWORK_SETUP_FAILED', `tearing down env ${this.opts.env}`, errors);
   }

@@ -65,14 +65,23 @@ function demoHomes(tmp: string): string[] {
 
 /**
  * What the demo left of its env before the test host's own teardown: sandboxes (netns,
- * processes), the bridge, the nftables tables, cgroups, the env's run directory. The state
- * directory itself (images, the workspace volume) is hakod's host state and stays.
+ * processes), the bridge, the nftables tables, cgroups, the env's run directory, its IPAM
+ * directory and spare workspace images. The state directory itself (images) is host state and
+ * stays.
  */
 function demoLeftovers(th: TestHost): string[] {
   const left = th
     .leftovers()
     .filter((l) => !l.startsWith('dir ') && !l.startsWith('mount under') && l !== 'loop device');
   if (existsSync(join(th.runDir, th.hakoEnv))) left.push(`dir ${join(th.runDir, th.hakoEnv)}`);
+  // the env's IPAM bookkeeping and its spare workspace images go too
+  const state = th.env.HAKO_STATE_DIR ?? '';
+  for (const d of [
+    join(state, 'cni', 'ipam', `hako-${th.hakoEnv}`),
+    join(state, 'workspace-images', th.hakoEnv),
+  ]) {
+    if (existsSync(d)) left.push(`dir ${d}`);
+  }
   return left;
 }
 
