@@ -77,9 +77,9 @@ const FILE_COUNT = 1000;
 const FILE_DIRS = 10;
 const FILE_BYTES = 200;
 /**
- * Uploads to one conversation commit under the conversation's lock one at a time, and a waiter
- * gives up after 5 s with 409 CONVERSATION_LOCKED: sent in parallel they mostly queue (and on a
- * busy host some fail), so the bench sends them one after another, as a careful client would.
+ * Uploads to one conversation commit under the conversation's lock one at a time (a waiter gives
+ * up after 30 s with 409 CONVERSATION_LOCKED): sent in parallel they only queue, so the bench
+ * sends them one after another.
  */
 const UPLOAD_CONCURRENCY = 1;
 /** Restores of the file conversation (its sandbox destroyed between them). */
