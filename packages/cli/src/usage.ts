@@ -13,6 +13,7 @@ commands:
   exec CONV "PROMPT"    run the agent on a prompt and stream its events (HAKO_API_KEY)
   sandboxes list        list hakod's sandboxes of an owner (--owner TENANT_ID)
   sandbox run           run a command in a fresh sandbox (hako sandbox run --help)
+  image pull            pull an image from an OCI registry (progress on a terminal)
   image import          import an OCI image layout tar into the image store
   image list            list images
   image rm              remove an image

@@ -2,11 +2,13 @@ import { join } from 'node:path';
 import { createLogger } from '@hako/core';
 import type { EnvRecord } from '@hako/core';
 import { LocalImageStore } from '@hako/sandbox';
+import type { PullProgress } from '@hako/sandbox';
 import { parseFlags, str, UsageError } from '../flags.js';
 import { loadConfig } from '../wire.js';
 import { printError } from '../output.js';
 
-const USAGE = `usage: hako image import FILE.tar [--name NAME:TAG]
+const USAGE = `usage: hako image pull REF [--json]
+       hako image import FILE.tar [--name NAME:TAG]
        hako image list [--json]
        hako image rm NAME|DIGEST
 `;
@@ -32,6 +34,26 @@ export async function image(argv: readonly string[], env: EnvRecord): Promise<nu
   const store = new LocalImageStore({ root: join(config.HAKO_STATE_DIR, 'images'), logger });
   try {
     switch (sub) {
+      case 'pull': {
+        const ref = parsed.rest[0];
+        if (!ref || parsed.rest.length > 1) break;
+        const json = parsed.flags.json === true;
+        const tty = process.stderr.isTTY === true && !json;
+        let last = '';
+        const pulled = await store.pull(ref, {
+          onProgress: (p) => {
+            if (json) process.stdout.write(`${JSON.stringify({ progress: p })}\n`);
+            const line = formatPullProgress(ref, p);
+            // On a terminal one line updates in place; otherwise the pull is quiet until it ends.
+            if (tty && line !== last) process.stderr.write(`\r\x1b[2K${line}`);
+            last = line;
+          },
+        });
+        if (tty) process.stderr.write('\r\x1b[2K');
+        if (json) process.stdout.write(`${JSON.stringify({ name: pulled.name, digest: pulled.digest })}\n`);
+        else process.stdout.write(`pulled ${pulled.name} ${pulled.digest}\n`);
+        return 0;
+      }
       case 'import': {
         const file = parsed.rest[0];
         if (!file || parsed.rest.length > 1) break;
@@ -64,4 +86,29 @@ export async function image(argv: readonly string[], env: EnvRecord): Promise<nu
   }
   process.stderr.write(USAGE);
   return 2;
+}
+
+/** One line for a pull's progress: `REF: downloading sha256:abcd… 12.0 MiB / 40.0 MiB (30%)`. */
+export function formatPullProgress(ref: string, p: PullProgress): string {
+  const short = p.digest === undefined ? '' : ` ${p.digest.slice(0, 19)}…`;
+  switch (p.phase) {
+    case 'resolving':
+      return `${ref}: resolving`;
+    case 'manifest':
+      return `${ref}: manifest${short}`;
+    case 'blob': {
+      const done = p.bytesDone ?? 0;
+      const total = p.bytesTotal ?? 0;
+      const pct = total > 0 ? ` (${Math.floor((done / total) * 100)}%)` : '';
+      return `${ref}: downloading${short} ${mib(done)} / ${mib(total)}${pct}`;
+    }
+    case 'unpacking':
+      return `${ref}: unpacking${short}`;
+    case 'done':
+      return `${ref}: done${short}`;
+  }
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
