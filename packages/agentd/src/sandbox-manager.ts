@@ -432,8 +432,10 @@ export class SandboxManager {
           await this.teardown(m);
           return;
         }
-        want.ready.push(m);
+        // The record first: a create may claim the sandbox as soon as it is ready, and its claimed
+        // record must be the last one written.
         await this.d.records.put(m.rec);
+        want.ready.push(m);
       } catch (err) {
         this.d.logger.warn({ err, profile: want.key }, 'starting a warm sandbox failed');
         return;

@@ -3,7 +3,7 @@
  * once the sandbox runs and updated when its owner or policy changes, so a restarted hakod can adopt
  * what survived (see SandboxManager.reconcile).
  */
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { EffectiveLimits, NetworkModeName } from './backend.js';
 
@@ -33,8 +33,14 @@ export interface SandboxRecord {
   readonly poolProfile: string | undefined;
 }
 
+/** A temporary file older than this was left by a hakod that died mid-write. */
+const STALE_TMP_MS = 60_000;
+
 export class SandboxRecordStore {
   private readonly dir: string;
+  /** Per id, the tail of its writes: they land in call order, never interleaved. */
+  private readonly writes = new Map<string, Promise<void>>();
+  private tmpSeq = 0;
 
   constructor(dir: string) {
     this.dir = dir;
@@ -44,15 +50,37 @@ export class SandboxRecordStore {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
   }
 
-  /** Writes a record atomically (temp file + rename). */
-  async put(r: SandboxRecord): Promise<void> {
-    const tmp = join(this.dir, `.${r.id}.tmp`);
-    await writeFile(tmp, JSON.stringify(r), { mode: 0o600 });
-    await rename(tmp, join(this.dir, `${r.id}.json`));
+  /**
+   * Writes a record atomically (a temporary file of its own, then rename). Writes of one id land in
+   * the order they were called, so the last call's record is the one on disk.
+   */
+  put(r: SandboxRecord): Promise<void> {
+    return this.serialized(r.id, async () => {
+      const tmp = join(this.dir, `.${r.id}.${process.pid}.${++this.tmpSeq}.tmp`);
+      try {
+        await writeFile(tmp, JSON.stringify(r), { mode: 0o600 });
+        await rename(tmp, join(this.dir, `${r.id}.json`));
+      } catch (err) {
+        await rm(tmp, { force: true });
+        throw err;
+      }
+    });
   }
 
-  async remove(id: string): Promise<void> {
-    await rm(join(this.dir, `${id}.json`), { force: true });
+  /** Removes a record, after any write of it still in flight. */
+  remove(id: string): Promise<void> {
+    return this.serialized(id, () => rm(join(this.dir, `${id}.json`), { force: true }));
+  }
+
+  private serialized(id: string, fn: () => Promise<void>): Promise<void> {
+    const prev = this.writes.get(id) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(fn);
+    const tail = next.catch(() => undefined);
+    this.writes.set(id, tail);
+    void tail.then(() => {
+      if (this.writes.get(id) === tail) this.writes.delete(id);
+    });
+    return next;
   }
 
   /** Every readable record; unreadable ones are returned by id in `broken`. */
@@ -61,7 +89,10 @@ export class SandboxRecordStore {
     const broken: string[] = [];
     for (const f of await readdir(this.dir).catch(() => [] as string[])) {
       if (f.startsWith('.')) {
-        await rm(join(this.dir, f), { force: true });
+        // a write in flight has a fresh temporary file; only a dead writer's stale one goes
+        const p = join(this.dir, f);
+        const st = await stat(p).catch(() => undefined);
+        if (st !== undefined && Date.now() - st.mtimeMs > STALE_TMP_MS) await rm(p, { force: true });
         continue;
       }
       if (!f.endsWith('.json')) continue;
