@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { AppError, parseBytes, parseConfig, parseDuration, sandboxHostConfigSchema } from '@hako/core';
+import { AppError, configIssue, envFields, parseConfig, sandboxHostConfigSchema } from '@hako/core';
 import type { EnvRecord } from '@hako/core';
 
 /** The files `hako certs init` writes that hakod reads from AGENT_TLS_DIR. */
@@ -67,45 +67,16 @@ export function formatAgentListen(addr: AgentListenAddress): string {
   return isIP(addr.host) === 6 ? `[${addr.host}]:${addr.port}` : `${addr.host}:${addr.port}`;
 }
 
-function issueFrom(ctx: z.RefinementCtx, e: unknown): typeof z.NEVER {
-  ctx.addIssue({ code: z.ZodIssueCode.custom, message: e instanceof Error ? e.message : String(e) });
-  return z.NEVER;
-}
-
-const bytesString = z.string().transform((v, ctx) => {
-  try {
-    return parseBytes(v);
-  } catch (e) {
-    return issueFrom(ctx, e);
-  }
-});
-
-/** A duration (`60s`, `1h`, `500ms`) as milliseconds. */
-const durationString = z.string().transform((v, ctx) => {
-  try {
-    return parseDuration(v);
-  } catch (e) {
-    return issueFrom(ctx, e);
-  }
-});
-
-/** `0`/`1`/`true`/`false` (empty = the default) as a boolean. */
-const flag = z
-  .enum(['0', '1', 'true', 'false', ''])
-  .default('0')
-  .transform((v) => v === '1' || v === 'true');
-
-/** An optional string where empty means unset. */
-const optionalString = (
-  inner: z.ZodString = z.string(),
-): z.ZodType<string | undefined, z.ZodTypeDef, unknown> =>
-  z.preprocess((v) => (v === '' ? undefined : v), inner.optional());
+const bytesString = envFields.bytes();
+const durationString = envFields.duration();
+const flag = envFields.flag();
+const optionalString = envFields.optionalString;
 
 const listenString = z.string().superRefine((v, ctx) => {
   try {
     parseAgentListen(v);
   } catch (e) {
-    issueFrom(ctx, e);
+    configIssue(ctx, e);
   }
 });
 
@@ -148,7 +119,7 @@ export const agentConfigBaseSchema = sandboxHostConfigSchema.extend({
       try {
         if (parseAgentListen(v).kind !== 'tcp') throw new Error(`"${v}": metrics listen on host:port`);
       } catch (e) {
-        issueFrom(ctx, e);
+        configIssue(ctx, e);
       }
     })
     .default('127.0.0.1:9464')

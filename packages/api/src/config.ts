@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { AppError, envFields, parseConfig } from '@hako/core';
+import { AppError, configIssue, envFields, parseConfig } from '@hako/core';
 import type { EnvRecord } from '@hako/core';
 import type { NodeEndpoint } from './nodes/node-pool.js';
 
@@ -101,7 +101,7 @@ export const apiConfigSchema = z.object({
       try {
         parseNodes(v);
       } catch (e) {
-        ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+        configIssue(ctx, e);
       }
     })
     .describe(

@@ -31,7 +31,8 @@ export function parseDuration(input: string): number {
   return Math.round(ms);
 }
 
-function issueFrom(ctx: z.RefinementCtx, e: unknown): typeof z.NEVER {
+/** Adds `e`'s message as a custom issue (for transforms and refinements that call a parser). */
+export function configIssue(ctx: z.RefinementCtx, e: unknown): typeof z.NEVER {
   ctx.addIssue({ code: z.ZodIssueCode.custom, message: e instanceof Error ? e.message : String(e) });
   return z.NEVER;
 }
@@ -40,7 +41,7 @@ const bytesString = z.string().transform((v, ctx) => {
   try {
     return parseBytes(v);
   } catch (e) {
-    return issueFrom(ctx, e);
+    return configIssue(ctx, e);
   }
 });
 
@@ -54,7 +55,7 @@ export const envFields = {
       try {
         return parseDuration(v);
       } catch (e) {
-        return issueFrom(ctx, e);
+        return configIssue(ctx, e);
       }
     }),
   /** `0`/`1`/`true`/`false` (empty = the default) as a boolean; `fallback` when unset. */
