@@ -114,3 +114,4 @@ export { startApi } from './server.js';
 export type { RunningApi } from './server.js';
 export { createPgliteDatabase, PGLITE_LOCK_FILE, DEFAULT_PGLITE_WAIT_TIMEOUT_MS } from './db/pglite.js';
 export type { PgliteDatabaseOptions, PgliteLockOwner } from './db/pglite.js';
+export { expandHome } from './config.js';

@@ -14,13 +14,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { AppError, isAppError } from '@hako/core';
 import type { EnvRecord, Logger } from '@hako/core';
 import { startAgent } from '@hako/agentd';
 import type { RunningAgent } from '@hako/agentd';
-import { startApi } from '@hako/api';
+import { expandHome, startApi } from '@hako/api';
 import { DEMO_SCRIPT, startS3, startScriptedModel } from '@hako/testkit';
 import type { S3Service, ScriptedModel } from '@hako/testkit';
 import { TLS_FILES, certsInit } from './certs.js';
@@ -71,8 +70,7 @@ export interface RunningUp {
 /** `~` or `~/x` with the user's home (HOME, else the OS's), made absolute. */
 export function resolveHome(value: string | undefined, env: EnvRecord): string {
   const v = value === undefined || value === '' ? DEFAULT_HAKO_HOME : value;
-  if (v === '~' || v.startsWith('~/')) return join(env.HOME ?? homedir(), v.slice(1));
-  return resolve(v);
+  return resolve(expandHome(v, env));
 }
 
 /** Which model and with what: throws CONFIG_INVALID for an unknown HAKO_MODEL or a missing key. */
