@@ -176,6 +176,14 @@ export interface Conversation {
   updatedAt: string;
 }
 
+/** Who ran an execute, as the calling application names its user (the seed's `executor`). */
+export interface Executor {
+  /** The application's user id (1 to 200 characters). */
+  userId: string;
+  name?: string | undefined;
+  email?: string | undefined;
+}
+
 export type FileSource = 'user_upload' | 'ai_created' | 'ai_modified';
 
 export interface ConversationFile {

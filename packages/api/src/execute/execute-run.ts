@@ -14,6 +14,7 @@ import type {
   AgentEvent,
   ConcurrencyLimiter,
   Conversation,
+  Executor,
   HeldLock,
   LockManager,
   Slot,
@@ -131,6 +132,10 @@ export interface ExecuteRequest {
   readonly tenant: Tenant;
   readonly conversation: Conversation;
   readonly prompt: string;
+  /** Who ran it (recorded with the run; usage can be grouped by it). */
+  readonly executor?: Executor | undefined;
+  /** Skill names the agent should prefer for this execute (the tenant's uploaded skills). */
+  readonly preferredSkills?: readonly string[] | undefined;
 }
 
 /** The lock key of a conversation (also read by the events route to know a run is live). */

@@ -4,7 +4,7 @@
  * a live run to its end). Refusals before the stream starts are problem+json like every error.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { Conversation, StoredEvent, Tenant } from '../types.js';
+import type { Conversation, Executor, StoredEvent, Tenant } from '../types.js';
 import { beginExecute, conversationLockKey } from '../execute/execute-run.js';
 import type { ExecuteDeps } from '../execute/execute-run.js';
 import { SseWriter, parseLastEventId } from '../sse.js';
@@ -29,6 +29,68 @@ export interface ExecuteRouteDeps {
   readonly followIntervalMs: number;
   /** Longest prompt accepted, in characters. */
   readonly maxPromptChars: number;
+}
+
+/** The execute request's JSON body (the seed's `request_data` names are accepted too). */
+export interface ExecuteBody {
+  prompt?: string;
+  /** The seed system's name for `prompt`. */
+  user_input?: string;
+  executor?: { user_id: string; name?: string; email?: string };
+  preferred_skills?: string[];
+}
+
+/** The JSON schema of ExecuteBody: exactly one of prompt and user_input. */
+export function executeBodySchema(maxPromptChars: number) {
+  const text = {
+    type: 'string',
+    minLength: 1,
+    maxLength: maxPromptChars,
+  } as const;
+  return {
+    type: 'object',
+    additionalProperties: false,
+    oneOf: [{ required: ['prompt'] }, { required: ['user_input'] }],
+    properties: {
+      prompt: {
+        ...text,
+        description: "The user's message; a later execute resumes the conversation's agent session.",
+      },
+      user_input: { ...text, description: 'Same as prompt (the seed system\'s name); give one of the two.' },
+      executor: {
+        type: 'object',
+        required: ['user_id'],
+        additionalProperties: false,
+        description: "Who runs it, as the calling application names its user; recorded with the run's usage.",
+        properties: {
+          user_id: { type: 'string', minLength: 1, maxLength: 200 },
+          name: { type: 'string', maxLength: 200 },
+          email: { type: 'string', maxLength: 320 },
+        },
+      },
+      preferred_skills: {
+        type: 'array',
+        maxItems: 20,
+        uniqueItems: true,
+        items: { type: 'string', minLength: 1, maxLength: 64 },
+        description: "Names of the tenant's skills the agent should prefer for this execute.",
+      },
+    },
+  } as const;
+}
+
+/** ExecuteBody -> the flow's request fields. */
+export function executeInput(body: ExecuteBody): {
+  prompt: string;
+  executor: Executor | undefined;
+  preferredSkills: string[] | undefined;
+} {
+  const e = body.executor;
+  return {
+    prompt: body.prompt ?? body.user_input ?? '',
+    executor: e === undefined ? undefined : { userId: e.user_id, name: e.name, email: e.email },
+    preferredSkills: body.preferred_skills,
+  };
 }
 
 const idParams = {
@@ -60,7 +122,7 @@ const sseResponse = {
 } as const;
 
 export function registerExecuteRoutes(app: FastifyInstance, deps: ExecuteRouteDeps): void {
-  app.post<{ Params: { id: string }; Body: { prompt: string } }>(
+  app.post<{ Params: { id: string }; Body: ExecuteBody }>(
     '/v1/conversations/:id/execute',
     {
       config: {
@@ -84,19 +146,7 @@ export function registerExecuteRoutes(app: FastifyInstance, deps: ExecuteRouteDe
         summary: 'Run the agent on a prompt; the answer is a Server-Sent Events stream',
         tags: ['conversations'],
         params: idParams,
-        body: {
-          type: 'object',
-          required: ['prompt'],
-          additionalProperties: false,
-          properties: {
-            prompt: {
-              type: 'string',
-              minLength: 1,
-              maxLength: deps.maxPromptChars,
-              description: "The user's message; a later execute resumes the conversation's agent session.",
-            },
-          },
-        },
+        body: executeBodySchema(deps.maxPromptChars),
         response: sseResponse,
       },
     },
@@ -104,7 +154,11 @@ export function registerExecuteRoutes(app: FastifyInstance, deps: ExecuteRouteDe
       const tenantId = deps.tenantOf(req);
       const { tenant, conversation } = await deps.loadContext(tenantId, req.params.id);
       // Refusals (context limit, lock, run slots) throw here, before any byte of the stream.
-      const handle = await beginExecute(deps.execute, { tenant, conversation, prompt: req.body.prompt });
+      const handle = await beginExecute(deps.execute, {
+        tenant,
+        conversation,
+        ...executeInput(req.body),
+      });
       reply.hijack();
       const sse = new SseWriter(reply.raw);
       sse.open();
