@@ -9,14 +9,14 @@ import { AppError, silentLogger } from '@hako/core';
 import type { Logger } from '@hako/core';
 import {
   lookupUser,
-  pickFreePort,
+  startOnFreePort,
   removeDir,
   runUndo,
   serviceEnv,
   spawnService,
   waitForService,
 } from './service-process.js';
-import type { RunAs, ServiceProcess } from './service-process.js';
+import type { RunAs } from './service-process.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -125,42 +125,33 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
     await initDataDir(binDir, dataDir, runAs);
     await writeFile(join(dataDir, 'pg_hba.conf'), PG_HBA);
 
-    let proc: ServiceProcess | undefined;
-    let port = 0;
-    for (let attempt = 1; proc === undefined; attempt++) {
-      port = await pickFreePort();
-      const started = await spawnService({
-        name: 'postgres',
-        command: join(binDir, 'postgres'),
-        args: serverArgs(dataDir, socketDir, port),
-        env: serviceEnv(),
-        runAs,
-        parentDeathSignal: 'SIGINT',
-        logger,
-      });
-      undo.push(() => started.stop('SIGINT', STOP_GRACE_MS));
-      try {
-        const version = await waitForService(
-          started,
-          `PostgreSQL on 127.0.0.1:${port}`,
-          READY_TIMEOUT_MS,
-          () =>
-            withClient(port, async (client) => {
-              const { rows } = await client.query<{ v: string }>('SHOW server_version_num');
-              return Number(rows[0]?.v ?? 0);
-            }),
+    const { proc, port } = await startOnFreePort({
+      attempts: PORT_ATTEMPTS,
+      undo,
+      bindError: /could not bind|Address already in use/i,
+      spawn: (port) =>
+        spawnService({
+          name: 'postgres',
+          command: join(binDir, 'postgres'),
+          args: serverArgs(dataDir, socketDir, port),
+          env: serviceEnv(),
+          runAs,
+          parentDeathSignal: 'SIGINT',
+          logger,
+        }),
+      stop: (p) => p.stop('SIGINT', STOP_GRACE_MS),
+      ready: async (p, port) => {
+        const version = await waitForService(p, `PostgreSQL on 127.0.0.1:${port}`, READY_TIMEOUT_MS, () =>
+          withClient(port, async (client) => {
+            const { rows } = await client.query<{ v: string }>('SHOW server_version_num');
+            return Number(rows[0]?.v ?? 0);
+          }),
         );
         // FILE_COPY copies template1's files instead of WAL-logging every page: faster with fsync off.
         const strategy = version >= 150000 ? ' STRATEGY FILE_COPY' : '';
         await withClient(port, (client) => client.query(`CREATE DATABASE hako${strategy}`));
-        proc = started;
-      } catch (err) {
-        // Another process took the port between pickFreePort and the bind: try a new one.
-        if (attempt >= PORT_ATTEMPTS || !/could not bind|Address already in use/i.test(started.output()))
-          throw err;
-        await undo.pop()?.();
-      }
-    }
+      },
+    });
 
     const url = `postgres://postgres@127.0.0.1:${port}/hako`;
     logger.debug({ url, dir, pid: proc.pid }, 'test PostgreSQL started');

@@ -6,14 +6,13 @@ import { silentLogger } from '@hako/core';
 import type { Logger } from '@hako/core';
 import {
   findExecutable,
-  pickFreePort,
+  startOnFreePort,
   removeDir,
   runUndo,
   serviceEnv,
   spawnService,
   waitForService,
 } from './service-process.js';
-import type { ServiceProcess } from './service-process.js';
 
 const READY_TIMEOUT_MS = 15_000;
 const STOP_GRACE_MS = 5_000;
@@ -46,28 +45,22 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
   const dir = await mkdtemp(join(tmpdir(), 'hako-redis-'));
   const undo: (() => Promise<void>)[] = [() => removeDir(dir)];
   try {
-    let proc: ServiceProcess | undefined;
-    let port = 0;
-    for (let attempt = 1; proc === undefined; attempt++) {
-      port = await pickFreePort();
-      const started = await spawnService({
-        name: 'redis',
-        command,
-        args: serverArgs(dir, port),
-        env: serviceEnv(),
-        parentDeathSignal: 'SIGTERM',
-        logger,
-      });
-      undo.push(() => started.stop('SIGTERM', STOP_GRACE_MS));
-      try {
-        await waitForService(started, `Redis on 127.0.0.1:${port}`, READY_TIMEOUT_MS, () => ping(port));
-        proc = started;
-      } catch (err) {
-        // Another process took the port between pickFreePort and the bind: try a new one.
-        if (attempt >= PORT_ATTEMPTS || !/Address already in use/i.test(started.output())) throw err;
-        await undo.pop()?.();
-      }
-    }
+    const { proc, port } = await startOnFreePort({
+      attempts: PORT_ATTEMPTS,
+      undo,
+      bindError: /Address already in use/i,
+      spawn: (port) =>
+        spawnService({
+          name: 'redis',
+          command,
+          args: serverArgs(dir, port),
+          env: serviceEnv(),
+          parentDeathSignal: 'SIGTERM',
+          logger,
+        }),
+      stop: (p) => p.stop('SIGTERM', STOP_GRACE_MS),
+      ready: (p, port) => waitForService(p, `Redis on 127.0.0.1:${port}`, READY_TIMEOUT_MS, () => ping(port)),
+    });
 
     const url = `redis://127.0.0.1:${port}`;
     logger.debug({ url, dir, pid: proc.pid }, 'test Redis started');

@@ -114,6 +114,42 @@ export async function pickFreePort(): Promise<number> {
   return address.port;
 }
 
+/** How a service is started on a free port: see startOnFreePort. */
+export interface FreePortStart<T> {
+  /** Ports tried before giving up (each lost race for a port costs one). */
+  readonly attempts: number;
+  /** The caller's cleanup stack: each started process's stop step is pushed on it. */
+  readonly undo: (() => Promise<void>)[];
+  /** The service's output when its bind lost the race for the port. */
+  readonly bindError: RegExp;
+  readonly spawn: (port: number) => Promise<ServiceProcess>;
+  readonly stop: (proc: ServiceProcess) => Promise<void>;
+  /** Resolves once the service answers (waitForService); its value is returned as `ready`. */
+  readonly ready: (proc: ServiceProcess, port: number) => Promise<T>;
+}
+
+/**
+ * Starts a service on a loopback port that was free a moment ago. When another process took the
+ * port before the service bound it (its output matches `bindError`), that attempt is stopped and
+ * a new port tried; any other failure is thrown at once. The running attempt's stop step stays on
+ * `undo`.
+ */
+export async function startOnFreePort<T>(
+  o: FreePortStart<T>,
+): Promise<{ proc: ServiceProcess; port: number; ready: T }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await pickFreePort();
+    const proc = await o.spawn(port);
+    o.undo.push(() => o.stop(proc));
+    try {
+      return { proc, port, ready: await o.ready(proc, port) };
+    } catch (err) {
+      if (attempt >= o.attempts || !o.bindError.test(proc.output())) throw err;
+      await o.undo.pop()?.();
+    }
+  }
+}
+
 /** Starts a service through setpriv, which sets the parent-death signal and the user, then execs it. */
 export async function spawnService(options: ServiceProcessOptions): Promise<ServiceProcess> {
   const setpriv = await findExecutable('setpriv', 'util-linux');
