@@ -18,6 +18,7 @@ import { AppError, isAppError } from '@hako/core';
 import type { Logger } from '@hako/core';
 import type { Conversation, HeldLock, LockManager, ObjectStore } from '../types.js';
 import { conversationLockKey } from '../execute/execute-run.js';
+import { workspacePrefix } from '../workspace/paths.js';
 
 /** Conversation resources outside PostgreSQL and S3 (hakod sandboxes, the local spool). */
 export interface ConversationResources {
@@ -55,11 +56,6 @@ export interface LifecycleDeps {
 
 /** TTL of the lock while archiving or deleting; renewed while the work goes on. */
 const LOCK_TTL_MS = 60_000;
-
-/** The S3 prefix of a conversation's workspace. */
-export function workspacePrefix(tenantId: string, conversationId: string): string {
-  return `workspaces/${tenantId}/${conversationId}/`;
-}
 
 function locked(what: string): AppError {
   return new AppError(
