@@ -15,6 +15,7 @@ import type { Queryable } from './db/pool.js';
 import { ApiKeyRepository } from './repositories/api-keys.js';
 import { ConversationRepository } from './repositories/conversations.js';
 import { FileRepository } from './repositories/files.js';
+import { MessageRepository } from './repositories/messages.js';
 import { TenantRepository } from './repositories/tenants.js';
 import { WorkspaceObjectRepository } from './repositories/workspace-objects.js';
 import type { LockManager, ObjectStore, RateLimiter } from './types.js';
@@ -23,6 +24,13 @@ import { RouteRecorder, buildOpenApi } from './http/openapi.js';
 import { registerProblemHandlers, sendProblem } from './http/problem.js';
 import './http/route-config.js';
 import { registerConversationRoutes } from './routes/conversations.js';
+import { registerMessageRoutes } from './routes/messages.js';
+import {
+  archiveConversation,
+  deleteConversation,
+  unarchiveConversation,
+} from './conversations/conversation-lifecycle.js';
+import type { ConversationResources, LifecycleDeps } from './conversations/conversation-lifecycle.js';
 import { DEFAULT_UPLOAD_LIMITS, registerFileRoutes } from './routes/files.js';
 import type { UploadLimits } from './routes/files.js';
 import { registerTenantRoutes } from './routes/tenants.js';
@@ -31,7 +39,11 @@ import { registerTenantRoutes } from './routes/tenants.js';
 export interface AppRepos {
   tenants: Pick<TenantRepository, 'create' | 'get'>;
   apiKeys: Pick<ApiKeyRepository, 'create' | 'authenticate' | 'list' | 'revoke'>;
-  conversations: Pick<ConversationRepository, 'create' | 'get' | 'list'>;
+  conversations: Pick<
+    ConversationRepository,
+    'create' | 'get' | 'listPage' | 'update' | 'setArchived' | 'beginDelete' | 'isDeleting' | 'purge'
+  >;
+  messages: Pick<MessageRepository, 'list'>;
   files: Pick<FileRepository, 'list' | 'get' | 'upsert' | 'delete'>;
   workspaceObjects: Pick<WorkspaceObjectRepository, 'applyChanges'>;
   /** Runs `fn` with repositories bound to one transaction: all of it or nothing. */
@@ -44,6 +56,7 @@ export function createAppRepos(db: Queryable): AppRepos {
     tenants: new TenantRepository(db),
     apiKeys: new ApiKeyRepository(db),
     conversations: new ConversationRepository(db),
+    messages: new MessageRepository(db),
     files: new FileRepository(db),
     workspaceObjects: new WorkspaceObjectRepository(db),
     transaction: (fn) => db.transaction((tx) => fn(createAppRepos(tx))),
@@ -83,6 +96,11 @@ export interface AppDeps {
   locks: LockManager;
   store: ObjectStore;
   limits?: Partial<HttpLimits>;
+  /**
+   * What archive and delete release besides rows and S3 objects: hakod sandboxes and the local
+   * spool (server.ts). Default: nothing (an app without nodes or spool, as in HTTP tests).
+   */
+  conversationResources?: ConversationResources;
   routes?: readonly AppRoutePlugin[];
   /** The API version shown in the OpenAPI document. */
   version?: string;
@@ -149,10 +167,28 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     listApiKeys: (tenantId) => repos.apiKeys.list(tenantId),
     revokeApiKey: (tenantId, keyId) => repos.apiKeys.revoke(tenantId, keyId),
   });
+  const lifecycle: LifecycleDeps = {
+    store: repos.conversations,
+    objects: deps.store,
+    locks: deps.locks,
+    resources: deps.conversationResources ?? {
+      releaseSandboxes: () => Promise.resolve(),
+      discardSpool: () => Promise.resolve(),
+    },
+    logger: deps.logger,
+    lockWaitMs: limits.fileLockWaitMs,
+  };
   registerConversationRoutes(app, {
     createConversation: (tenantId, input) => repos.conversations.create(tenantId, input),
     getConversation: (tenantId, id) => repos.conversations.get(tenantId, id),
-    listConversations: (tenantId, options) => repos.conversations.list(tenantId, options),
+    listConversations: (tenantId, options) => repos.conversations.listPage(tenantId, options),
+    updateConversation: (tenantId, id, change) => repos.conversations.update(tenantId, id, change),
+    archiveConversation: (tenantId, id) => archiveConversation(lifecycle, tenantId, id),
+    unarchiveConversation: (tenantId, id) => unarchiveConversation(lifecycle, tenantId, id),
+    deleteConversation: (tenantId, id) => deleteConversation(lifecycle, tenantId, id),
+  });
+  registerMessageRoutes(app, {
+    listMessages: (tenantId, id, options) => repos.messages.list(tenantId, id, options),
   });
   await registerFileRoutes(app, {
     store: deps.store,

@@ -115,3 +115,14 @@ export type { RunningApi } from './server.js';
 export { createPgliteDatabase, PGLITE_LOCK_FILE, DEFAULT_PGLITE_WAIT_TIMEOUT_MS } from './db/pglite.js';
 export type { PgliteDatabaseOptions, PgliteLockOwner } from './db/pglite.js';
 export { expandHome } from './config.js';
+export * from './repositories/messages.js';
+export {
+  archiveConversation,
+  unarchiveConversation,
+  deleteConversation,
+} from './conversations/conversation-lifecycle.js';
+export type {
+  ConversationResources,
+  LifecycleDeps,
+  LifecycleStore,
+} from './conversations/conversation-lifecycle.js';

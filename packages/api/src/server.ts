@@ -37,6 +37,8 @@ import { WorkspaceObjectRepository } from './repositories/workspace-objects.js';
 import { buildAgentOptions } from './agent/options-builder.js';
 import { runAgent } from './agent/runner.js';
 import type { AgentClient } from '@hako/proto';
+import { isAppError } from '@hako/core';
+import type { ConversationResources } from './conversations/conversation-lifecycle.js';
 import type { AgentEvent, ConcurrencyLimiter, LockManager, RateLimiter, Tenant } from './types.js';
 import type {
   AgentPort,
@@ -163,6 +165,7 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
       rateLimiter,
       locks,
       store,
+      conversationResources: conversationResources(sandboxes, new ConversationRepository(db), workspace),
       routes: [
         (a) =>
           registerHealthRoutes(a, {
@@ -289,14 +292,19 @@ async function applySync(
 
 function runStore(db: Database): RunStore {
   return {
-    startRun: async (i) => (await new RunRepository(db).start(i)).id,
+    // Under the conversation lock (archive and delete take it too): archived stays refused.
+    startRun: async (i) => {
+      await new ConversationRepository(db).assertWritable(i.tenantId, i.conversationId);
+      return (await new RunRepository(db).start(i)).id;
+    },
     append: (tenantId, conversationId, runId, ev) =>
       new EventRepository(db).append(tenantId, conversationId, runId, ev),
     finishRun: async (i) => {
       const stored = await db.transaction(async (tx) => {
         if (i.sync !== undefined) await applySync(tx, i.tenantId, i.conversationId, i.sync.changes);
+        // A title PATCHed during the run wins over the one from the prompt.
         if (i.title !== undefined)
-          await new ConversationRepository(tx).setTitle(i.tenantId, i.conversationId, i.title);
+          await new ConversationRepository(tx).setTitleIfUnset(i.tenantId, i.conversationId, i.title);
         const s = i.summary;
         return new RunRepository(tx).finish(
           i.tenantId,
@@ -315,6 +323,32 @@ function runStore(db: Database): RunStore {
       });
       if (stored === undefined) throw new Error(`run ${i.runId} had already ended`);
       return stored;
+    },
+  };
+}
+
+/** What archive and delete release: the conversation's sandboxes on every node, and its spool. */
+function conversationResources(
+  sandboxes: ConversationSandboxes,
+  conversations: ConversationRepository,
+  workspace: WorkspaceSync,
+): ConversationResources {
+  return {
+    releaseSandboxes: async (tenantId, conversationId) => {
+      const known = await conversations.getSandbox(tenantId, conversationId);
+      if (known !== undefined) {
+        await sandboxes
+          .destroy({ tenantId, node: known.node, sandboxId: known.sandboxId })
+          .catch((err: unknown) => {
+            // A node no longer configured: its sandboxes end by their idle timeout.
+            if (!(isAppError(err) && err.code === 'INVALID_ARGUMENT')) throw err;
+          });
+      }
+      await sandboxes.destroyConversation({ tenantId, conversationId });
+      if (known !== undefined) await conversations.clearSandbox(tenantId, conversationId, known.sandboxId);
+    },
+    discardSpool: async (conversationId) => {
+      await workspace.discardConversation(conversationId);
     },
   };
 }

@@ -174,6 +174,10 @@ export interface Conversation {
   status: 'idle' | 'running';
   createdAt: string;
   updatedAt: string;
+  /** The calling application's user the conversation belongs to (the seed's user_id), or null. */
+  userId: string | null;
+  /** When it was archived (it then refuses executes and file changes); null when active. */
+  archivedAt: string | null;
 }
 
 /** Who ran an execute, as the calling application names its user (the seed's `executor`). */

@@ -252,6 +252,21 @@ export const ERROR_CODES = {
     summary:
       'The object store (S3) could not be reached or refused the request; workspace changes wait in the local spool.',
   },
+  CONVERSATION_ARCHIVED: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 409,
+    summary: 'The conversation is archived: it refuses executes and file changes until it is unarchived.',
+  },
+  FIELD_IMMUTABLE: {
+    grpc: 'INVALID_ARGUMENT',
+    http: 400,
+    summary: 'An update named a field that is fixed when the object is created.',
+  },
+  CURSOR_INVALID: {
+    grpc: 'INVALID_ARGUMENT',
+    http: 400,
+    summary: 'A pagination cursor is not one this API handed out (use next_cursor as it came).',
+  },
   INTERNAL: { grpc: 'INTERNAL', http: 500, summary: 'An unexpected internal error.' },
 } as const satisfies Record<string, CodeSpec>;
 

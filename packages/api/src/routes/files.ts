@@ -23,7 +23,7 @@ import type { Conversation, ConversationFile, HeldLock, LockManager, ObjectStore
 import { conversationLockKey } from '../execute/execute-run.js';
 import { tenantIdOf } from '../http/auth.js';
 import { assertFilePath, workspaceObjectKey } from '../http/file-path.js';
-import { EXAMPLE_CONVERSATION_ID, conversationParams } from './conversations.js';
+import { EXAMPLE_CONVERSATION_ID, assertNotArchived, conversationParams } from './conversations.js';
 
 const MIB = 1024 ** 2;
 
@@ -383,6 +383,7 @@ export async function registerFileRoutes(app: FastifyInstance, deps: FileRouteDe
               'FILE_TOO_LARGE',
               'CONVERSATION_LOCKED',
               'WORKSPACE_DISABLED',
+              'CONVERSATION_ARCHIVED',
             ],
             rawBody: {
               mediaTypes: ['*/*'],
@@ -409,6 +410,8 @@ export async function registerFileRoutes(app: FastifyInstance, deps: FileRouteDe
         const { stored } = uploadMediaType(req.headers['content-type']);
         const conv = await workspaceConversation(tenantId, req.params.id);
         const file = await withConversationLock(deps.locks, conv, lockWaitMs, async () => {
+          // Read again under the lock: archived or deleted meanwhile, nothing may land in S3.
+          assertNotArchived(await deps.getConversation(tenantId, conv.id));
           await deps.store.put(workspaceObjectKey(tenantId, conv.id, path), upload.data, {
             contentType: stored,
             sha256: upload.sha256,
@@ -548,7 +551,13 @@ export async function registerFileRoutes(app: FastifyInstance, deps: FileRouteDe
       config: {
         auth: 'tenant',
         docs: {
-          errors: ['CONVERSATION_NOT_FOUND', 'FILE_NOT_FOUND', 'FILE_PATH_INVALID', 'CONVERSATION_LOCKED'],
+          errors: [
+            'CONVERSATION_NOT_FOUND',
+            'FILE_NOT_FOUND',
+            'FILE_PATH_INVALID',
+            'CONVERSATION_LOCKED',
+            'CONVERSATION_ARCHIVED',
+          ],
           example: {
             params: { id: EXAMPLE_CONVERSATION_ID, '*': 'data/notes.txt' },
             response: { status: 204 },
@@ -561,6 +570,7 @@ export async function registerFileRoutes(app: FastifyInstance, deps: FileRouteDe
       const path = wildcardPath(req);
       const conv = await deps.getConversation(tenantId, req.params.id);
       await withConversationLock(deps.locks, conv, lockWaitMs, async () => {
+        assertNotArchived(await deps.getConversation(tenantId, conv.id));
         if (!(await deps.getFile(tenantId, conv.id, path))) throw fileNotFound(path);
         // The object first: a failure after it leaves a registered file whose download answers
         // FILE_NOT_FOUND and whose delete can be retried, never an unlisted object a run restores.

@@ -379,6 +379,41 @@ export class WorkspaceSync {
     return out;
   }
 
+  /**
+   * Drops every spooled run of the conversation without applying it (the conversation is being
+   * deleted: its objects are about to go). CONVERSATION_LOCKED when another live process holds
+   * one of its spool directories (applying it now); nothing is dropped then.
+   */
+  async discardConversation(conversationId: string): Promise<number> {
+    return this.serialized(conversationId, async () => {
+      const { runs, building } = await listSpool(this.spoolDir);
+      const dirs = [
+        ...runs.filter((r) => r.conversationId === conversationId).map((r) => r.dir),
+        ...building.filter((d) => d.startsWith(join(this.spoolDir, conversationId, '.'))),
+      ];
+      const taken: string[] = [];
+      try {
+        for (const dir of dirs) {
+          if (this.held.has(dir) || !(await tryLock(dir))) {
+            throw new AppError(
+              'CONVERSATION_LOCKED',
+              `the conversation's workspace changes (${dir}) are being uploaded by another process; retry in a moment`,
+            );
+          }
+          taken.push(dir);
+        }
+      } catch (err) {
+        for (const dir of taken) await unlock(dir).catch(() => undefined);
+        throw err;
+      }
+      for (const dir of taken) await removeRunDir(dir);
+      if (taken.length > 0) {
+        this.logger.info({ conversationId, runs: taken.length }, 'spooled workspace changes discarded');
+      }
+      return taken.length;
+    });
+  }
+
   /** A run directory without pending.json whose scanner is gone (stale lock, or no lock for a long time). */
   private async abandoned(dir: string): Promise<boolean> {
     if (this.held.has(dir)) return false;

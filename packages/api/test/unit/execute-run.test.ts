@@ -82,6 +82,8 @@ const conv = (over: Partial<Conversation> = {}): Conversation => ({
   status: 'idle',
   createdAt: '',
   updatedAt: '',
+  userId: null,
+  archivedAt: null,
   ...over,
 });
 const noSync: SyncResult = { uploaded: 1, deleted: 0, unchanged: 0, changes: [], complete: true };
