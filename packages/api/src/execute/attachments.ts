@@ -97,7 +97,9 @@ export function parseExecuteMultipart(
   } catch (err) {
     payload.resume();
     return Promise.reject(
-      invalid(`the multipart body cannot be read: ${(err as Error).message} (send multipart/form-data with a boundary)`),
+      invalid(
+        `the multipart body cannot be read: ${(err as Error).message} (send multipart/form-data with a boundary)`,
+      ),
     );
   }
   return new Promise<ParsedMultipart>((resolve, reject) => {
@@ -129,7 +131,9 @@ export function parseExecuteMultipart(
       if (failed) return;
       try {
         if (FILES_FIELDS.includes(name)) {
-          throw invalid(`a ${name} part needs a filename (Content-Disposition: form-data; name="files[]"; filename="…")`);
+          throw invalid(
+            `a ${name} part needs a filename (Content-Disposition: form-data; name="files[]"; filename="…")`,
+          );
         }
         if (name !== REQUEST_DATA_FIELD) throw unknownPart(name);
         if (valueTruncated) {
@@ -162,7 +166,8 @@ export function parseExecuteMultipart(
         }
         if (!FILES_FIELDS.includes(name)) throw unknownPart(name);
         const path = assertFilePath(filename);
-        if (paths.has(path)) throw invalid(`two files are named ${JSON.stringify(path.slice(0, 200))}; each path once`);
+        if (paths.has(path))
+          throw invalid(`two files are named ${JSON.stringify(path.slice(0, 200))}; each path once`);
         paths.add(path);
         const { essence, stored } = uploadMediaType(mimeType);
         const read = readUpload(stream, uploadLimitFor(limits.upload, essence), essence).then((body) => {
@@ -176,7 +181,9 @@ export function parseExecuteMultipart(
       }
     });
     bb.on('filesLimit', () => fail(invalid(`an execute takes at most ${limits.maxFiles} files`)));
-    bb.on('fieldsLimit', () => fail(invalid(`an execute takes one ${REQUEST_DATA_FIELD} part and files[] parts`)));
+    bb.on('fieldsLimit', () =>
+      fail(invalid(`an execute takes one ${REQUEST_DATA_FIELD} part and files[] parts`)),
+    );
     bb.on('partsLimit', () => fail(invalid(`an execute takes at most ${limits.maxFiles} files`)));
     bb.on('error', (err) => fail(invalid(`the multipart body is malformed: ${(err as Error).message}`)));
     bb.on('finish', () => {
@@ -228,10 +235,21 @@ export interface AttachmentPortDeps {
   readonly store: FileRouteDeps['store'];
   /** The upload API's registration (app.ts registerUserUpload). */
   readonly registerUpload: FileRouteDeps['registerUpload'];
-  readonly clientOf: (target: SandboxTarget) => AgentClient;
+  /** Writes a tar into the sandbox's /workspace (sandboxWriter: hakod's WriteFiles). */
+  readonly writeTar: (target: SandboxTarget, ownerId: string, tar: Buffer) => Promise<void>;
   readonly logger: Logger;
-  /** Milliseconds the WriteFiles call may take; default 10 minutes. */
-  readonly timeoutMs?: number | undefined;
+}
+
+/** AttachmentPortDeps.writeTar through hakod's WriteFiles (`timeoutMs` per call; default 10 minutes). */
+export function sandboxWriter(
+  clientOf: (target: SandboxTarget) => AgentClient,
+  timeoutMs = 600_000,
+): AttachmentPortDeps['writeTar'] {
+  return async (target, ownerId, tar) => {
+    await writeFilesTar(clientOf(target), { ownerId, sandboxId: target.sandboxId, destDir: '' }, tar, {
+      timeoutMs,
+    });
+  };
 }
 
 /** The execute flow's AttachmentPort (see the top of this file). */
@@ -248,13 +266,7 @@ export function createAttachmentPort(deps: AttachmentPortDeps): AttachmentPort {
         });
         bytes += f.data.length;
       }
-      const tar = await packFiles(files);
-      await writeFilesTar(
-        deps.clientOf(target),
-        { ownerId: tenant.id, sandboxId: target.sandboxId, destDir: '' },
-        tar,
-        { timeoutMs: deps.timeoutMs ?? 600_000 },
-      );
+      await deps.writeTar(target, tenant.id, await packFiles(files));
       deps.logger.info(
         { tenantId: tenant.id, conversationId: conversation.id, runId, files: files.length, bytes },
         'execute attachments placed',
@@ -265,7 +277,7 @@ export function createAttachmentPort(deps: AttachmentPortDeps): AttachmentPort {
 }
 
 /** The files as one tar (mode 0644; hakod creates the directories and owns them to the sandbox user). */
-async function packFiles(files: readonly Attachment[]): Promise<Buffer> {
+export async function packFiles(files: readonly Attachment[]): Promise<Buffer> {
   const pack = tarStream.pack();
   const chunks: Buffer[] = [];
   const collected = (async () => {
@@ -273,7 +285,9 @@ async function packFiles(files: readonly Attachment[]): Promise<Buffer> {
   })();
   for (const f of files) {
     await new Promise<void>((resolve, reject) => {
-      pack.entry({ name: f.path, size: f.data.length, mode: 0o644 }, f.data, (err) => (err ? reject(err) : resolve()));
+      pack.entry({ name: f.path, size: f.data.length, mode: 0o644 }, f.data, (err) =>
+        err ? reject(err) : resolve(),
+      );
     });
   }
   pack.finalize();

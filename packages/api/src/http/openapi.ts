@@ -231,7 +231,11 @@ function operation(r: RecordedRoute, path: string): Json {
         const json = part.contentType === 'application/json';
         properties[name] = json
           ? { ...schema, description: part.description }
-          : { type: 'array', items: { type: 'string', contentMediaType: part.contentType }, description: part.description };
+          : {
+              type: 'array',
+              items: { type: 'string', contentMediaType: part.contentType },
+              description: part.description,
+            };
         encoding[name] = { contentType: part.contentType };
       }
       content['multipart/form-data'] = {

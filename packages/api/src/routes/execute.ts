@@ -63,7 +63,7 @@ export function executeBodySchema(maxPromptChars: number) {
         ...text,
         description: "The user's message; a later execute resumes the conversation's agent session.",
       },
-      user_input: { ...text, description: 'Same as prompt (the seed system\'s name); give one of the two.' },
+      user_input: { ...text, description: "Same as prompt (the seed system's name); give one of the two." },
       executor: {
         type: 'object',
         required: ['user_id'],
@@ -130,7 +130,10 @@ const sseResponse = {
 
 export function registerExecuteRoutes(app: FastifyInstance, deps: ExecuteRouteDeps): void {
   // The execute route has its own context: it also takes multipart/form-data (attachments).
-  void app.register(async (scope) => registerExecuteRoute(scope, deps));
+  void app.register((scope, _opts, done) => {
+    registerExecuteRoute(scope, deps);
+    done();
+  });
   registerEventsRoute(app, deps);
 }
 
@@ -144,14 +147,11 @@ function registerExecuteRoute(app: FastifyInstance, deps: ExecuteRouteDeps): voi
       void jsonParser(req, text, (err, body) => (err ? reject(err) : resolve(body)));
     });
   if (app.hasContentTypeParser('multipart/form-data')) app.removeContentTypeParser('multipart/form-data');
-  app.addContentTypeParser(
-    'multipart/form-data',
-    async (req: FastifyRequest, payload: IncomingMessage) => {
-      const parsed = await parseExecuteMultipart(req, payload, limits, (text) => parseJson(req, text));
-      attached.set(req, parsed.files);
-      return parsed.requestData;
-    },
-  );
+  app.addContentTypeParser('multipart/form-data', async (req: FastifyRequest, payload: IncomingMessage) => {
+    const parsed = await parseExecuteMultipart(req, payload, limits, (text) => parseJson(req, text));
+    attached.set(req, parsed.files);
+    return parsed.requestData;
+  });
 
   app.post<{ Params: { id: string }; Body: ExecuteBody }>(
     '/v1/conversations/:id/execute',
@@ -171,7 +171,10 @@ function registerExecuteRoute(app: FastifyInstance, deps: ExecuteRouteDeps): voi
           multipart: {
             description: `The seed system's form: a \`request_data\` part (JSON with the fields of the JSON body) and up to ${limits.maxFiles} \`files[]\` parts, ${sizeText(limits.maxTotalBytes)} in all. Each file goes into the workspace before the agent starts, at its filename (relative to the workspace; \`dir/name.txt\` keeps its directories; the upload API's path rules), registered as \`user_upload\` like an upload, under the upload API's size limit for its Content-Type (application/octet-stream when none). Any invalid file or request_data refuses the whole execute before the stream, storing nothing; a conversation without a workspace refuses attachments (WORKSPACE_DISABLED).`,
             parts: {
-              request_data: { contentType: 'application/json', description: 'The JSON body (prompt or user_input, executor, preferred_skills).' },
+              request_data: {
+                contentType: 'application/json',
+                description: 'The JSON body (prompt or user_input, executor, preferred_skills).',
+              },
               'files[]': { contentType: '*/*', description: 'A file; its filename is its workspace path.' },
             },
           },

@@ -37,7 +37,10 @@ const presentedSchema = {
     'run_id',
   ],
   properties: {
-    path: { type: 'string', description: 'Relative to the workspace; download it with GET .../files/{path}.' },
+    path: {
+      type: 'string',
+      description: 'Relative to the workspace; download it with GET .../files/{path}.',
+    },
     version: { type: 'integer', description: "The file's current version." },
     presented_version: {
       type: 'integer',
@@ -68,7 +71,8 @@ const versionSchema = {
     created_at: { type: 'string', format: 'date-time' },
     current: {
       type: 'boolean',
-      description: 'Whether this is the content the workspace holds now (the only one kept in the object store).',
+      description:
+        'Whether this is the content the workspace holds now (the only one kept in the object store).',
     },
   },
 } as const;
