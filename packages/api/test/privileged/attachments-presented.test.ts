@@ -130,7 +130,7 @@ test('a multipart execute places its files in the workspace before the agent sta
   );
   assert.equal(placed?.data.files, 2);
   // placed before the agent started
-  assert.ok(ev1.indexOf(placed!) < ev1.findIndex((e) => e.event === 'tool_call'));
+  assert.ok(placed !== undefined && ev1.indexOf(placed) < ev1.findIndex((e) => e.event === 'tool_call'));
   const out1 = outputs(ev1);
   assert.match(out1, new RegExp(secret), out1);
   assert.match(out1, /# notes-content/);
@@ -196,8 +196,11 @@ test('a multipart execute places its files in the workspace before the agent sta
   const db = new pg.Client({ connectionString: s.databaseUrl });
   await db.connect();
   try {
-    const runs = await db.query('SELECT count(*)::int AS n FROM runs WHERE conversation_id = $1', [id]);
-    assert.equal(runs.rows[0].n, 2, 'the refused execute created no run');
+    const runs = await db.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM runs WHERE conversation_id = $1',
+      [id],
+    );
+    assert.equal(runs.rows[0]?.n, 2, 'the refused execute created no run');
   } finally {
     await db.end();
   }
