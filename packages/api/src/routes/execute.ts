@@ -169,7 +169,7 @@ function registerExecuteRoute(app: FastifyInstance, deps: ExecuteRouteDeps): voi
             'FILE_TOO_LARGE',
           ],
           multipart: {
-            description: `The seed system's form: a \`request_data\` part (JSON with the fields of the JSON body) and up to ${limits.maxFiles} \`files[]\` parts, ${sizeText(limits.maxTotalBytes)} in all. Each file goes into the workspace before the agent starts, at its filename (relative to the workspace; \`dir/name.txt\` keeps its directories; the upload API's path rules), registered as \`user_upload\` like an upload, under the upload API's size limit for its Content-Type (application/octet-stream when none). Any invalid file or request_data refuses the whole execute before the stream, storing nothing; a conversation without a workspace refuses attachments (WORKSPACE_DISABLED).`,
+            description: `The seed system's form: a \`request_data\` part (JSON with the fields of the JSON body) and up to ${limits.maxFiles} \`files[]\` parts, ${sizeText(limits.maxTotalBytes)} in all. Each file goes into the workspace before the agent starts, at its filename (relative to the workspace; \`dir/name.txt\` keeps its directories; the upload API's path rules), registered as \`user_upload\` like an upload, under the upload API's size limit for its Content-Type (text/plain when the part has none, as RFC 7578 defines; a charset parameter is not kept). Any invalid file or request_data refuses the whole execute before the stream, storing nothing; a conversation without a workspace refuses attachments (WORKSPACE_DISABLED).`,
             parts: {
               request_data: {
                 contentType: 'application/json',

@@ -58,7 +58,7 @@ interface Harness {
   steps: string[];
 }
 
-async function harness(): Promise<Harness> {
+async function harness(maxTotalBytes = 64 * 1024): Promise<Harness> {
   const db = await pg!.migrated();
   const redis = new Redis(redisService!.url, { maxRetriesPerRequest: 1 });
   closers.push(() => redis.disconnect());
@@ -150,7 +150,7 @@ async function harness(): Promise<Harness> {
               byType: { ...DEFAULT_UPLOAD_LIMITS.byType, 'text/*': 1024 },
             }),
             maxFiles: 3,
-            maxTotalBytes: 64 * 1024,
+            maxTotalBytes,
           },
         }),
     ],
@@ -454,4 +454,18 @@ test('every invalid multipart execute is refused before the stream and stores no
   assert.equal(foreign.status, 404, foreign.text);
   assert.equal(foreign.json.code, 'CONVERSATION_NOT_FOUND');
   assert.deepEqual(await objectsUnder(h.store, `workspaces/${tenantId}/`), []);
+});
+
+test('a multipart body may pass the JSON body limit (1 MiB) up to the attachment limit', async () => {
+  const h = await harness(8 * 1024 ** 2);
+  const { tenantId, key, id } = await setup(h);
+  const big = randomBytes(3 * 1024 ** 2);
+  const r = await multipart(h, key, id, [
+    requestData(),
+    { field: 'files[]', name: 'big.bin', content: big, type: 'application/octet-stream' },
+  ]);
+  assert.equal(r.status, 200, r.text);
+  const stored = await h.store.get(`workspaces/${tenantId}/${id}/big.bin`);
+  assert.ok(stored.equals(big), 'the stored object is the file');
+  assert.equal(Object.keys(await untar(h.written[0]!)).join(), 'big.bin');
 });
