@@ -276,6 +276,14 @@ function operationSection(method: string, path: string, op: Json): string[] {
           '',
         );
       }
+      const mp = rb.content['multipart/form-data'];
+      if (isObject(mp) && isObject(mp.schema)) {
+        const parts = isObject(mp.schema.properties) ? Object.keys(mp.schema.properties) : [];
+        out.push(
+          `Or \`multipart/form-data\` (parts ${parts.map((p) => `\`${p}\``).join(', ')}): ${typeof mp.schema.description === 'string' ? mp.schema.description : ''}`,
+          '',
+        );
+      }
     } else {
       const types = Object.keys(rb.content)
         .map((t) => `\`${t}\``)

@@ -18,7 +18,8 @@ import { FileRepository } from './repositories/files.js';
 import { MessageRepository } from './repositories/messages.js';
 import { TenantRepository } from './repositories/tenants.js';
 import { WorkspaceObjectRepository } from './repositories/workspace-objects.js';
-import type { LockManager, ObjectStore, RateLimiter } from './types.js';
+import { PresentedFileRepository } from './repositories/presented-files.js';
+import type { ConversationFile, LockManager, ObjectStore, RateLimiter } from './types.js';
 import { registerAuth } from './http/auth.js';
 import { RouteRecorder, buildOpenApi } from './http/openapi.js';
 import { registerProblemHandlers, sendProblem } from './http/problem.js';
@@ -34,6 +35,7 @@ import type { ConversationResources, LifecycleDeps } from './conversations/conve
 import { DEFAULT_UPLOAD_LIMITS, registerFileRoutes } from './routes/files.js';
 import type { UploadLimits } from './routes/files.js';
 import { registerTenantRoutes } from './routes/tenants.js';
+import { registerPresentedFileRoutes } from './routes/presented-files.js';
 
 /** The repository calls the HTTP routes make (the real ones: createAppRepos). */
 export interface AppRepos {
@@ -46,6 +48,7 @@ export interface AppRepos {
   messages: Pick<MessageRepository, 'list'>;
   files: Pick<FileRepository, 'list' | 'get' | 'upsert' | 'delete'>;
   workspaceObjects: Pick<WorkspaceObjectRepository, 'applyChanges'>;
+  presentedFiles: Pick<PresentedFileRepository, 'list' | 'listVersions' | 'mark'>;
   /** Runs `fn` with repositories bound to one transaction: all of it or nothing. */
   transaction<T>(fn: (tx: AppRepos) => Promise<T>): Promise<T>;
 }
@@ -59,8 +62,31 @@ export function createAppRepos(db: Queryable): AppRepos {
     messages: new MessageRepository(db),
     files: new FileRepository(db),
     workspaceObjects: new WorkspaceObjectRepository(db),
+    presentedFiles: new PresentedFileRepository(db),
     transaction: (fn) => db.transaction((tx) => fn(createAppRepos(tx))),
   };
+}
+
+/**
+ * Registers an uploaded file (the files API's upload, an execute's attachment) as `user_upload` in
+ * conversation_files and the workspace manifest, in one transaction.
+ */
+export function registerUserUpload(
+  repos: AppRepos,
+  tenantId: string,
+  conversationId: string,
+  f: { path: string; size: number; sha256: string; mimeType: string; runId?: string | undefined },
+): Promise<ConversationFile> {
+  return repos.transaction(async (tx) => {
+    const file = await tx.files.upsert(tenantId, conversationId, { ...f, source: 'user_upload' });
+    await tx.workspaceObjects.applyChanges(
+      tenantId,
+      conversationId,
+      [{ path: f.path, sha256: f.sha256, size: f.size }],
+      [],
+    );
+    return file;
+  });
 }
 
 export interface HttpLimits {
@@ -198,23 +224,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     getConversation: (tenantId, id) => repos.conversations.get(tenantId, id),
     listFiles: (tenantId, id) => repos.files.list(tenantId, id),
     getFile: (tenantId, id, path) => repos.files.get(tenantId, id, path),
-    registerUpload: (tenantId, id, f) =>
-      repos.transaction(async (tx) => {
-        const file = await tx.files.upsert(tenantId, id, { ...f, source: 'user_upload' });
-        await tx.workspaceObjects.applyChanges(
-          tenantId,
-          id,
-          [{ path: f.path, sha256: f.sha256, size: f.size }],
-          [],
-        );
-        return file;
-      }),
+    registerUpload: (tenantId, id, f) => registerUserUpload(repos, tenantId, id, f),
     unregisterFile: (tenantId, id, path) =>
       repos.transaction(async (tx) => {
         const existed = await tx.files.delete(tenantId, id, path);
         await tx.workspaceObjects.applyChanges(tenantId, id, [], [path]);
         return existed;
       }),
+  });
+  registerPresentedFileRoutes(app, {
+    listPresented: (tenantId, id) => repos.presentedFiles.list(tenantId, id),
+    listVersions: (tenantId, id, path) => repos.presentedFiles.listVersions(tenantId, id, path),
   });
   for (const plugin of deps.routes ?? []) await plugin(app);
 

@@ -24,7 +24,7 @@ import { NodePool } from './nodes/node-pool.js';
 import { ConversationSandboxes } from './nodes/conversation-sandbox.js';
 import { WorkspaceSync } from './workspace/workspace-sync.js';
 import type { FileChange as SyncChange } from './workspace/diff.js';
-import { buildApp, createAppRepos } from './app.js';
+import { buildApp, createAppRepos, registerUserUpload } from './app.js';
 import type { AppRepos } from './app.js';
 import { tenantIdOf } from './http/auth.js';
 import { registerExecuteRoutes } from './routes/execute.js';
@@ -34,6 +34,9 @@ import { EventRepository } from './repositories/events.js';
 import { ConversationRepository } from './repositories/conversations.js';
 import { FileRepository } from './repositories/files.js';
 import { WorkspaceObjectRepository } from './repositories/workspace-objects.js';
+import { PresentedFileRepository } from './repositories/presented-files.js';
+import { createAttachmentPort, sandboxWriter } from './execute/attachments.js';
+import { HAKO_MCP_SERVER, PresentMarks, createHakoMcpServer } from './agent/hako-tools.js';
 import { buildAgentOptions } from './agent/options-builder.js';
 import { runAgent } from './agent/runner.js';
 import type { AgentClient } from '@hako/proto';
@@ -126,10 +129,16 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
       lockTtlMs: config.HAKO_LOCK_TTL,
       pingIntervalMs: config.HAKO_PING_INTERVAL,
       runTimeoutMs: config.HAKO_AGENT_TIMEOUT,
-      runs: runStore(db),
+      runs: runStore(db, logger),
       sandboxes: sandboxPort(sandboxes, new ConversationRepository(db), config),
       workspace: workspacePort(workspace, new WorkspaceObjectRepository(db), clientOf),
       agent: agentPort(logger, clientOf, config.HAKO_DEFAULT_MODEL),
+      attachments: createAttachmentPort({
+        store,
+        registerUpload: (tenantId, id, f) => registerUserUpload(repos, tenantId, id, f),
+        writeTar: sandboxWriter(clientOf),
+        logger,
+      }),
     };
 
     const reaper = setInterval(() => {
@@ -268,6 +277,7 @@ async function applySync(
   tx: Queryable,
   tenantId: string,
   conversationId: string,
+  runId: string,
   changes: readonly SyncChange[],
 ): Promise<void> {
   const upserts = changes
@@ -285,12 +295,13 @@ async function applySync(
       sha256: c.sha256,
       mimeType: mimeTypeOf(c.path),
       source: c.kind === 'created' ? ('ai_created' as const) : ('ai_modified' as const),
+      runId,
     }));
   if (records.length > 0) await files.upsertMany(tenantId, conversationId, records);
   for (const c of registered) if (c.kind === 'deleted') await files.delete(tenantId, conversationId, c.path);
 }
 
-function runStore(db: Database): RunStore {
+function runStore(db: Database, logger: Logger): RunStore {
   return {
     // Under the conversation lock (archive and delete take it too): archived stays refused.
     startRun: async (i) => {
@@ -301,7 +312,23 @@ function runStore(db: Database): RunStore {
       new EventRepository(db).append(tenantId, conversationId, runId, ev),
     finishRun: async (i) => {
       const stored = await db.transaction(async (tx) => {
-        if (i.sync !== undefined) await applySync(tx, i.tenantId, i.conversationId, i.sync.changes);
+        if (i.sync !== undefined) await applySync(tx, i.tenantId, i.conversationId, i.runId, i.sync.changes);
+        // present_files marks become presented files now that the sync registered the files.
+        let done = i.done;
+        const marks = i.summary?.presented ?? [];
+        if (marks.length > 0) {
+          const r = await new PresentedFileRepository(tx).mark(i.tenantId, i.conversationId, i.runId, marks);
+          if (r.missing.length > 0) {
+            logger.warn(
+              { runId: i.runId, missing: r.missing },
+              'presented paths that are not workspace files',
+            );
+          }
+          done = {
+            ...done,
+            data: { ...done.data, presented_files: r.presented, presented_missing: r.missing },
+          };
+        }
         // A title PATCHed during the run wins over the one from the prompt.
         if (i.title !== undefined)
           await new ConversationRepository(tx).setTitleIfUnset(i.tenantId, i.conversationId, i.title);
@@ -318,7 +345,7 @@ function runStore(db: Database): RunStore {
             errorCode: i.errorCode,
             ...(s?.sessionId ? { sessionId: s.sessionId, contextTokens: s.contextTokens } : {}),
           },
-          i.done,
+          done,
         );
       });
       if (stored === undefined) throw new Error(`run ${i.runId} had already ended`);
@@ -430,6 +457,7 @@ function agentPort(
       else signal.addEventListener('abort', onAbort, { once: true });
       try {
         const settings = settingsWithModel(tenant, defaultModel);
+        const marks = new PresentMarks();
         const options = buildAgentOptions({
           tenantId: tenant.id,
           settings,
@@ -437,6 +465,7 @@ function agentPort(
           sandbox: { client: clientOf(target), sandboxId: target.sandboxId },
           abortController,
           logger,
+          inProcessMcpServers: { [HAKO_MCP_SERVER]: createHakoMcpServer(marks) },
         });
         // The runner's own done event is not stored: the flow stores one done, after the sync.
         const summary = await runAgent({
@@ -459,6 +488,7 @@ function agentPort(
           sessionId: summary.sessionId ?? null,
           contextTokens: summary.contextTokens,
           errorCode: summary.error?.code,
+          presented: marks.list(),
         };
       } finally {
         signal.removeEventListener('abort', onAbort);

@@ -201,3 +201,40 @@ export interface ConversationFile {
   createdAt: string;
   updatedAt: string;
 }
+
+/** One version of a registered file (its content is kept only while it is the current one). */
+export interface FileVersion {
+  path: string;
+  version: number;
+  size: number;
+  sha256: string;
+  mimeType: string;
+  source: FileSource;
+  /** The run that wrote it; null for an upload through the files API. */
+  runId: string | null;
+  createdAt: string;
+  /** Whether the file holds this version now (false for every version of a deleted file). */
+  current: boolean;
+}
+
+/** A file the agent presented to the user, as it is now. */
+export interface PresentedFile {
+  path: string;
+  /** The file's current version (it may have changed since it was presented). */
+  version: number;
+  /** The version it had when it was last presented. */
+  presentedVersion: number;
+  size: number;
+  sha256: string;
+  mimeType: string;
+  description: string | null;
+  /** The run that presented it. */
+  runId: string | null;
+  presentedAt: string;
+}
+
+/** A present_files mark: a workspace path (relative, validated) and what it is. */
+export interface PresentMark {
+  path: string;
+  description?: string | undefined;
+}

@@ -24,7 +24,11 @@
  *   sandbox; without a workspace it stays in the sandbox's HOME and resume works only while the
  *   same sandbox lives.
  */
-import type { McpServerConfig, Options } from '@anthropic-ai/claude-agent-sdk';
+import type {
+  McpSdkServerConfigWithInstance,
+  McpServerConfig,
+  Options,
+} from '@anthropic-ai/claude-agent-sdk';
 import type { Logger } from '@hako/core';
 import { CLAUDE_CODE_SANDBOX_PATH } from '@hako/agentd';
 import type { AgentClient } from '@hako/proto';
@@ -81,6 +85,12 @@ export interface AgentOptionsInput {
   readonly onStderr?: ((text: string) => void) | undefined;
   /** Each Claude Code process started (for its stderr tail and exit reason). */
   readonly onSpawn?: ((process: SandboxProcess) => void) | undefined;
+  /**
+   * hako's in-process MCP servers by name (agent/hako-tools.ts: `hako`), running in the API
+   * process. They replace a tenant server of the same name and stay offered (and allowed) when
+   * the tenant's allowlist is non-empty.
+   */
+  readonly inProcessMcpServers?: Readonly<Record<string, McpSdkServerConfigWithInstance>> | undefined;
 }
 
 /** SDK Options that carry the AbortController which cancels the run (what runAgent takes). */
@@ -93,7 +103,13 @@ export function buildAgentOptions(input: AgentOptionsInput): AgentOptions {
   const spawnEnv: Record<string, string> = {};
   if (conversation.workspaceEnabled) spawnEnv.CLAUDE_CONFIG_DIR = SANDBOX_CLAUDE_CONFIG_DIR;
   const tools = builtInToolsOf(settings.allowedTools);
-  const mcpServers = mcpServersOf(settings);
+  const inProcess = input.inProcessMcpServers ?? {};
+  const mcpServers: Record<string, McpServerConfig> = { ...mcpServersOf(settings), ...inProcess };
+  // `mcp__{server}` allows every tool of the server: hako's own tools are not the tenant's to allowlist.
+  const allowedTools =
+    settings.allowedTools.length === 0
+      ? []
+      : [...settings.allowedTools, ...Object.keys(inProcess).map((name) => `mcp__${name}`)];
   const options: AgentOptions = {
     cwd,
     // the SDK never looks for it (custom spawn); Claude Code runs from this path in the sandbox
@@ -102,7 +118,7 @@ export function buildAgentOptions(input: AgentOptionsInput): AgentOptions {
       settings.systemPrompt !== undefined && settings.systemPrompt !== ''
         ? { type: 'preset', preset: 'claude_code', append: settings.systemPrompt }
         : { type: 'preset', preset: 'claude_code' },
-    allowedTools: [...settings.allowedTools],
+    allowedTools,
     disallowedTools: [...settings.disallowedTools],
     ...(tools === undefined ? {} : { tools }),
     mcpServers,

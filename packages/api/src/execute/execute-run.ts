@@ -17,6 +17,7 @@ import type {
   Executor,
   HeldLock,
   LockManager,
+  PresentMark,
   Slot,
   StoredEvent,
   Tenant,
@@ -52,6 +53,8 @@ export interface AgentSummary {
   readonly contextTokens: number;
   /** Why the agent failed (status failed); the agent already stored its error event. */
   readonly errorCode?: string | undefined;
+  /** Paths the agent marked with present_files; finishRun presents those the sync registered. */
+  readonly presented?: readonly PresentMark[] | undefined;
 }
 
 export interface RunStore {
@@ -115,6 +118,30 @@ export interface AgentPort {
   }): Promise<AgentSummary>;
 }
 
+/** A file sent with the execute (multipart `files[]`), validated and read into memory. */
+export interface Attachment {
+  /** The workspace path (validated like an upload's). */
+  readonly path: string;
+  readonly data: Buffer;
+  readonly sha256: string;
+  /** The stored media type (`text/plain; charset=utf-8`). */
+  readonly contentType: string;
+}
+
+export interface AttachmentPort {
+  /**
+   * Stores the attachments as the upload API does (S3, then `user_upload` in conversation_files
+   * and the manifest, recording `runId`) and writes them into the sandbox's /workspace.
+   */
+  place(
+    target: SandboxTarget,
+    tenant: Tenant,
+    conversation: Conversation,
+    runId: string,
+    files: readonly Attachment[],
+  ): Promise<{ files: number; bytes: number }>;
+}
+
 export interface ExecuteDeps {
   readonly locks: LockManager;
   readonly slots: ConcurrencyLimiter;
@@ -122,6 +149,8 @@ export interface ExecuteDeps {
   readonly sandboxes: SandboxPort;
   readonly workspace: WorkspacePort;
   readonly agent: AgentPort;
+  /** Places an execute's attachments before the agent starts (required for one that has some). */
+  readonly attachments?: AttachmentPort | undefined;
   readonly logger: Logger;
   readonly lockTtlMs: number;
   readonly pingIntervalMs: number;
@@ -136,6 +165,8 @@ export interface ExecuteRequest {
   readonly executor?: Executor | undefined;
   /** Skill names the agent should prefer for this execute (the tenant's uploaded skills). */
   readonly preferredSkills?: readonly string[] | undefined;
+  /** Files to place in the workspace before the agent starts (the multipart execute). */
+  readonly attachments?: readonly Attachment[] | undefined;
 }
 
 /** The lock key of a conversation (also read by the events route to know a run is live). */
@@ -308,6 +339,17 @@ export class RunHandle {
         });
       }
       this.throwIfAborted();
+      const attachments = req.attachments ?? [];
+      if (attachments.length > 0) {
+        if (deps.attachments === undefined) throw new Error('execute attachments are not wired');
+        await emit({ type: 'progress', data: { step: 'attachments', status: 'started' } });
+        const r = await deps.attachments.place(target, tenant, conversation, this.runId, attachments);
+        await emit({
+          type: 'progress',
+          data: { step: 'attachments', status: 'done', files: r.files, bytes: r.bytes },
+        });
+        this.throwIfAborted();
+      }
       summary = await deps.agent.run({
         target,
         tenant,

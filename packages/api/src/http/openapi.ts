@@ -217,11 +217,32 @@ function operation(r: RecordedRoute, path: string): Json {
     const { description, ...schema } = isObject(s.body) ? s.body : {};
     const media: Json = { schema };
     if (ex?.body !== undefined) media.example = ex.body;
+    const content: Json = { 'application/json': media };
     op.requestBody = {
       required: r.docs.bodyOptional !== true,
-      content: { 'application/json': media },
+      content,
       ...(typeof description === 'string' ? { description } : {}),
     };
+    const mp = r.docs.multipart;
+    if (mp !== undefined) {
+      const properties: Json = {};
+      const encoding: Json = {};
+      for (const [name, part] of Object.entries(mp.parts)) {
+        const json = part.contentType === 'application/json';
+        properties[name] = json
+          ? { ...schema, description: part.description }
+          : {
+              type: 'array',
+              items: { type: 'string', contentMediaType: part.contentType },
+              description: part.description,
+            };
+        encoding[name] = { contentType: part.contentType };
+      }
+      content['multipart/form-data'] = {
+        schema: { type: 'object', description: mp.description, properties },
+        encoding,
+      };
+    }
   }
 
   const responses: Record<string, Json> = {};

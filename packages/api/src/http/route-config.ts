@@ -32,6 +32,14 @@ export interface RouteDocs {
   errors?: readonly ErrorCode[];
   /** A request body that is not JSON: the media types it takes and what it is. */
   rawBody?: { mediaTypes: readonly string[]; description: string };
+  /**
+   * The route also takes multipart/form-data: what it is and its parts (a JSON part is described
+   * by the route's body schema).
+   */
+  multipart?: {
+    description: string;
+    parts: Record<string, { contentType: string; description: string }>;
+  };
   /** The JSON body may be left out (it defaults to `{}`). */
   bodyOptional?: boolean;
   example?: RouteExample;

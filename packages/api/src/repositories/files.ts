@@ -19,6 +19,8 @@ export interface FileRecord {
    * stored as `ai_modified` (the agent changed an existing file).
    */
   source: FileSource;
+  /** The run that wrote this version (recorded in the file's version history); none for an upload. */
+  runId?: string | undefined;
 }
 
 interface FileRow {
@@ -80,9 +82,12 @@ function checkRecord(f: FileRecord): void {
     throw new AppError('INVALID_ARGUMENT', `File ${f.path}: sha256 must be 64 lowercase hex digits`);
   if (!SOURCES.includes(f.source))
     throw new AppError('INVALID_ARGUMENT', `File ${f.path}: unknown source ${String(f.source)}`);
+  if (f.runId !== undefined && !isUuid(f.runId))
+    throw new AppError('INVALID_ARGUMENT', `File ${f.path}: runId must be a run id (a UUID)`);
 }
 
-// New row: version 1. Same hash: nothing changes (the row is still returned). New hash: version
+// New row: version 1, or one more than the last version of a path that was deleted and comes back
+// (its history is kept). Same hash: nothing changes (the row is still returned). New hash: version
 // + 1, the caller's metadata, and ai_created turned into ai_modified.
 const UPSERT_TAIL = `
   ON CONFLICT (conversation_id, path) DO UPDATE SET
@@ -121,7 +126,10 @@ export class FileRepository {
       if (list.length === 0) return [];
       await tx.query(
         `INSERT INTO conversation_files (conversation_id, path, size, sha256, mime_type, version, source)
-         SELECT $1, u.path, u.size, u.sha256, u.mime_type, 1, u.source
+         SELECT $1, u.path, u.size, u.sha256, u.mime_type,
+           COALESCE((SELECT max(v.version) FROM conversation_file_versions v
+                     WHERE v.conversation_id = $1 AND v.path = u.path), 0) + 1,
+           u.source
          FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]) AS u(path, size, sha256, mime_type, source)
          ${UPSERT_TAIL}`,
         [
@@ -132,6 +140,18 @@ export class FileRepository {
           list.map((f) => f.mimeType),
           list.map((f) => f.source),
         ],
+      );
+      // The version history: a row for each (path, version) not recorded yet (a new file or a
+      // new content; an unchanged one already has its row).
+      await tx.query(
+        `INSERT INTO conversation_file_versions
+           (conversation_id, path, version, size, sha256, mime_type, source, run_id)
+         SELECT f.conversation_id, f.path, f.version, f.size, f.sha256, f.mime_type, f.source, u.run_id
+         FROM conversation_files f
+         JOIN unnest($2::text[], $3::uuid[]) AS u(path, run_id) ON u.path = f.path
+         WHERE f.conversation_id = $1
+         ON CONFLICT (conversation_id, path, version) DO NOTHING`,
+        [conversationId, list.map((f) => f.path), list.map((f) => f.runId ?? null)],
       );
       const res = await tx.query<FileRow>(
         `SELECT ${COLUMNS} FROM conversation_files WHERE conversation_id = $1 AND path = ANY($2::text[]) ORDER BY path`,

@@ -3,11 +3,16 @@
  * `GET /v1/conversations/{id}/events` (the stored event log, resumable with Last-Event-ID, following
  * a live run to its end). Refusals before the stream starts are problem+json like every error.
  */
+import type { IncomingMessage } from 'node:http';
+import { AppError } from '@hako/core';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Conversation, Executor, StoredEvent, Tenant } from '../types.js';
 import { beginExecute, conversationLockKey } from '../execute/execute-run.js';
-import type { ExecuteDeps } from '../execute/execute-run.js';
+import type { Attachment, ExecuteDeps } from '../execute/execute-run.js';
+import { defaultAttachmentLimits, parseExecuteMultipart } from '../execute/attachments.js';
+import type { AttachmentLimits } from '../execute/attachments.js';
 import { SseWriter, parseLastEventId } from '../sse.js';
+import { DEFAULT_UPLOAD_LIMITS, sizeText } from './files.js';
 
 export interface ExecuteRouteDeps {
   readonly execute: ExecuteDeps;
@@ -29,6 +34,8 @@ export interface ExecuteRouteDeps {
   readonly followIntervalMs: number;
   /** Longest prompt accepted, in characters. */
   readonly maxPromptChars: number;
+  /** Limits of a multipart execute's files (default: the upload API's, 20 files, 64 MiB in all). */
+  readonly attachmentLimits?: AttachmentLimits | undefined;
 }
 
 /** The execute request's JSON body (the seed's `request_data` names are accepted too). */
@@ -122,6 +129,30 @@ const sseResponse = {
 } as const;
 
 export function registerExecuteRoutes(app: FastifyInstance, deps: ExecuteRouteDeps): void {
+  // The execute route has its own context: it also takes multipart/form-data (attachments).
+  void app.register((scope, _opts, done) => {
+    registerExecuteRoute(scope, deps);
+    done();
+  });
+  registerEventsRoute(app, deps);
+}
+
+function registerExecuteRoute(app: FastifyInstance, deps: ExecuteRouteDeps): void {
+  const limits = deps.attachmentLimits ?? defaultAttachmentLimits(DEFAULT_UPLOAD_LIMITS);
+  // The files of a multipart execute, by request (its body is the request_data part).
+  const attached = new WeakMap<FastifyRequest, Attachment[]>();
+  const jsonParser = app.getDefaultJsonParser('error', 'error');
+  const parseJson = (req: FastifyRequest, text: string): Promise<unknown> =>
+    new Promise((resolve, reject) => {
+      void jsonParser(req, text, (err, body) => (err ? reject(err) : resolve(body)));
+    });
+  if (app.hasContentTypeParser('multipart/form-data')) app.removeContentTypeParser('multipart/form-data');
+  app.addContentTypeParser('multipart/form-data', async (req: FastifyRequest, payload: IncomingMessage) => {
+    const parsed = await parseExecuteMultipart(req, payload, limits, (text) => parseJson(req, text));
+    attached.set(req, parsed.files);
+    return parsed.requestData;
+  });
+
   app.post<{ Params: { id: string }; Body: ExecuteBody }>(
     '/v1/conversations/:id/execute',
     {
@@ -135,7 +166,19 @@ export function registerExecuteRoutes(app: FastifyInstance, deps: ExecuteRouteDe
             'CONTEXT_LIMIT_EXCEEDED',
             'CONVERSATION_LOCKED',
             'CONCURRENCY_LIMITED',
+            'FILE_PATH_INVALID',
+            'FILE_TOO_LARGE',
           ],
+          multipart: {
+            description: `The seed system's form: a \`request_data\` part (JSON with the fields of the JSON body) and up to ${limits.maxFiles} \`files[]\` parts, ${sizeText(limits.maxTotalBytes)} in all. Each file goes into the workspace before the agent starts, at its filename (relative to the workspace; \`dir/name.txt\` keeps its directories; the upload API's path rules), registered as \`user_upload\` like an upload, under the upload API's size limit for its Content-Type (text/plain when the part has none, as RFC 7578 defines; a charset parameter is not kept). Any invalid file or request_data refuses the whole execute before the stream, storing nothing; a conversation without a workspace refuses attachments (WORKSPACE_DISABLED).`,
+            parts: {
+              request_data: {
+                contentType: 'application/json',
+                description: 'The JSON body (prompt or user_input, executor, preferred_skills).',
+              },
+              'files[]': { contentType: '*/*', description: 'A file; its filename is its workspace path.' },
+            },
+          },
           example: {
             params: { id: EXAMPLE_ID },
             body: { prompt: 'Write hello.py that prints hello, and run it' },
@@ -155,10 +198,18 @@ export function registerExecuteRoutes(app: FastifyInstance, deps: ExecuteRouteDe
       const tenantId = deps.tenantOf(req);
       const { tenant, conversation } = await deps.loadContext(tenantId, req.params.id);
       // Refusals (context limit, lock, run slots) throw here, before any byte of the stream.
+      const attachments = attached.get(req) ?? [];
+      if (attachments.length > 0 && !conversation.workspaceEnabled) {
+        throw new AppError(
+          'WORKSPACE_DISABLED',
+          'the conversation was created with workspace_enabled false: it has no workspace for attachments; send the execute without files',
+        );
+      }
       const handle = await beginExecute(deps.execute, {
         tenant,
         conversation,
         ...executeInput(req.body),
+        ...(attachments.length > 0 ? { attachments } : {}),
       });
       reply.hijack();
       const sse = new SseWriter(reply.raw);
@@ -175,7 +226,9 @@ export function registerExecuteRoutes(app: FastifyInstance, deps: ExecuteRouteDe
       }
     },
   );
+}
 
+function registerEventsRoute(app: FastifyInstance, deps: ExecuteRouteDeps): void {
   app.get<{ Params: { id: string }; Querystring: { after?: number } }>(
     '/v1/conversations/:id/events',
     {

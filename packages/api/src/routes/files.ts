@@ -54,7 +54,7 @@ export function uploadLimitFor(limits: UploadLimits, mediaType: string): number 
 }
 
 /** `10 MiB` for whole MiB, bytes otherwise. */
-function sizeText(bytes: number): string {
+export function sizeText(bytes: number): string {
   return bytes % MIB === 0 ? `${bytes / MIB} MiB` : `${bytes} bytes`;
 }
 
@@ -105,7 +105,7 @@ export interface FileRouteDeps {
   registerUpload: (
     tenantId: string,
     conversationId: string,
-    file: { path: string; size: number; sha256: string; mimeType: string },
+    file: { path: string; size: number; sha256: string; mimeType: string; runId?: string | undefined },
   ) => Promise<ConversationFile>;
   /** Removes the file from conversation_files and the manifest, in one transaction; true when it was registered. */
   unregisterFile: (tenantId: string, conversationId: string, path: string) => Promise<boolean>;
@@ -159,7 +159,7 @@ async function withConversationLock<T>(
   }
 }
 
-function fileNotFound(path: string): AppError {
+export function fileNotFound(path: string): AppError {
   return new AppError('FILE_NOT_FOUND', `the conversation has no file ${JSON.stringify(path.slice(0, 300))}`);
 }
 
@@ -167,7 +167,7 @@ function isObjectNotFound(err: unknown): boolean {
   return isAppError(err) && (err.code as string) === 'OBJECT_NOT_FOUND';
 }
 
-const fileSchema = {
+export const fileSchema = {
   type: 'object',
   required: ['path', 'size', 'sha256', 'mime_type', 'version', 'source', 'created_at', 'updated_at'],
   properties: {
@@ -182,7 +182,7 @@ const fileSchema = {
   },
 } as const;
 
-function fileToWire(f: ConversationFile): Record<string, unknown> {
+export function fileToWire(f: ConversationFile): Record<string, unknown> {
   return {
     path: f.path,
     size: f.size,
@@ -206,7 +206,7 @@ const EXAMPLE_FILE = {
   updated_at: '2025-01-01T12:00:00.000Z',
 };
 
-const filePathParams = {
+export const filePathParams = {
   type: 'object',
   required: ['id', '*'],
   additionalProperties: false,
@@ -220,11 +220,37 @@ const filePathParams = {
   },
 } as const;
 
-/** The upload parsed by the route's content-type parser. */
-interface UploadBody {
+/** An upload read into memory (by the route's content-type parser, or an execute's attachment). */
+export interface UploadBody {
   data: Buffer;
   sha256: string;
   mediaType: string;
+}
+
+/**
+ * Stores an upload whole: the object at `workspaces/{tenant}/{conversation}/{path}` (with its
+ * media type `contentType`, charset kept), then its registration as `user_upload` in
+ * conversation_files and the workspace manifest. The caller holds the conversation's lock (an
+ * upload's short hold, or the execute whose attachment it is: `runId`).
+ */
+export async function storeUpload(
+  deps: Pick<FileRouteDeps, 'store' | 'registerUpload'>,
+  tenantId: string,
+  conversationId: string,
+  upload: { path: string; body: UploadBody; contentType: string; runId?: string | undefined },
+): Promise<ConversationFile> {
+  const { path, body } = upload;
+  await deps.store.put(workspaceObjectKey(tenantId, conversationId, path), body.data, {
+    contentType: upload.contentType,
+    sha256: body.sha256,
+  });
+  return deps.registerUpload(tenantId, conversationId, {
+    path,
+    size: body.data.length,
+    sha256: body.sha256,
+    mimeType: upload.contentType,
+    ...(upload.runId === undefined ? {} : { runId: upload.runId }),
+  });
 }
 
 /**
@@ -232,7 +258,7 @@ interface UploadBody {
  * The rest of a refused body is read and dropped (not kept), so the client still gets the answer
  * rather than a reset connection; the answer closes the connection.
  */
-function readUpload(payload: Readable, limit: number, mediaType: string): Promise<UploadBody> {
+export function readUpload(payload: Readable, limit: number, mediaType: string): Promise<UploadBody> {
   return new Promise((resolve, reject) => {
     const hash = createHash('sha256');
     const chunks: Buffer[] = [];
@@ -296,7 +322,7 @@ function contentDisposition(path: string): string {
   return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`;
 }
 
-function wildcardPath(req: FastifyRequest<{ Params: { '*': string } }>): string {
+export function wildcardPath(req: FastifyRequest<{ Params: { '*': string } }>): string {
   return assertFilePath(req.params['*']);
 }
 
@@ -412,16 +438,7 @@ export async function registerFileRoutes(app: FastifyInstance, deps: FileRouteDe
         const file = await withConversationLock(deps.locks, conv, lockWaitMs, async () => {
           // Read again under the lock: archived or deleted meanwhile, nothing may land in S3.
           assertNotArchived(await deps.getConversation(tenantId, conv.id));
-          await deps.store.put(workspaceObjectKey(tenantId, conv.id, path), upload.data, {
-            contentType: stored,
-            sha256: upload.sha256,
-          });
-          return deps.registerUpload(tenantId, conv.id, {
-            path,
-            size: upload.data.length,
-            sha256: upload.sha256,
-            mimeType: stored,
-          });
+          return storeUpload(deps, tenantId, conv.id, { path, body: upload, contentType: stored });
         });
         req.log.info(
           { tenantId, conversationId: conv.id, path, size: file.size, version: file.version },

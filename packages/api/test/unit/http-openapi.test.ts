@@ -28,6 +28,8 @@ const CONTRACT = [
   'GET /v1/conversations/{id}/files',
   'GET /v1/conversations/{id}/files/{path}',
   'DELETE /v1/conversations/{id}/files/{path}',
+  'GET /v1/conversations/{id}/files/presented',
+  'GET /v1/conversations/{id}/file-versions/{path}',
   'GET /openapi.json',
 ];
 
