@@ -34,6 +34,7 @@ import { EventRepository } from './repositories/events.js';
 import { ConversationRepository } from './repositories/conversations.js';
 import { FileRepository } from './repositories/files.js';
 import { WorkspaceObjectRepository } from './repositories/workspace-objects.js';
+import { ModelRepository, chooseRunModel } from './repositories/models.js';
 import { buildAgentOptions } from './agent/options-builder.js';
 import { runAgent } from './agent/runner.js';
 import type { AgentClient } from '@hako/proto';
@@ -127,7 +128,15 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
       runs: runStore(db),
       sandboxes: sandboxPort(sandboxes, new ConversationRepository(db), config),
       workspace: workspacePort(workspace, new WorkspaceObjectRepository(db), clientOf),
-      agent: agentPort(logger, clientOf, config.HAKO_DEFAULT_MODEL),
+      agent: agentPort(logger, clientOf),
+      models: {
+        choose: (tenant, conversation) =>
+          chooseRunModel(new ModelRepository(db), {
+            conversationModel: conversation.modelId,
+            tenantModel: tenant.settings.model,
+            configuredDefault: config.HAKO_DEFAULT_MODEL,
+          }),
+      },
     };
 
     const reaper = setInterval(() => {
@@ -383,19 +392,16 @@ function workspacePort(
   };
 }
 
-function agentPort(
-  logger: Logger,
-  clientOf: (t: SandboxTarget) => AgentClient,
-  defaultModel: string | undefined,
-): AgentPort {
+function agentPort(logger: Logger, clientOf: (t: SandboxTarget) => AgentClient): AgentPort {
   return {
-    run: async ({ target, tenant, conversation, prompt, signal, onEvent }) => {
+    run: async ({ target, tenant, conversation, prompt, model, signal, onEvent }) => {
       const abortController = new AbortController();
       const onAbort = (): void => abortController.abort(signal.reason);
       if (signal.aborted) onAbort();
       else signal.addEventListener('abort', onAbort, { once: true });
       try {
-        const settings = settingsWithModel(tenant, defaultModel);
+        // The model beginExecute chose (conversation, tenant default, HAKO_DEFAULT_MODEL).
+        const settings = { ...tenant.settings, model };
         const options = buildAgentOptions({
           tenantId: tenant.id,
           settings,
@@ -431,9 +437,4 @@ function agentPort(
       }
     },
   };
-}
-
-function settingsWithModel(tenant: Tenant, defaultModel: string | undefined): Tenant['settings'] {
-  if (tenant.settings.model !== undefined || defaultModel === undefined) return tenant.settings;
-  return { ...tenant.settings, model: defaultModel };
 }
