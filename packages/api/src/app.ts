@@ -17,6 +17,12 @@ import { ConversationRepository } from './repositories/conversations.js';
 import { FileRepository } from './repositories/files.js';
 import { TenantRepository } from './repositories/tenants.js';
 import { WorkspaceObjectRepository } from './repositories/workspace-objects.js';
+import { ModelRepository } from './repositories/models.js';
+import { UsageRepository } from './repositories/usage.js';
+import { ToolLogRepository } from './repositories/tool-logs.js';
+import { registerModelRoutes } from './routes/models.js';
+import { registerUsageRoutes } from './routes/usage.js';
+import { registerToolLogRoutes } from './routes/tool-logs.js';
 import type { LockManager, ObjectStore, RateLimiter } from './types.js';
 import { registerAuth } from './http/auth.js';
 import { RouteRecorder, buildOpenApi } from './http/openapi.js';
@@ -31,9 +37,12 @@ import { registerTenantRoutes } from './routes/tenants.js';
 export interface AppRepos {
   tenants: Pick<TenantRepository, 'create' | 'get'>;
   apiKeys: Pick<ApiKeyRepository, 'create' | 'authenticate' | 'list' | 'revoke'>;
-  conversations: Pick<ConversationRepository, 'create' | 'get' | 'list'>;
+  conversations: Pick<ConversationRepository, 'create' | 'get' | 'list' | 'setModel'>;
   files: Pick<FileRepository, 'list' | 'get' | 'upsert' | 'delete'>;
   workspaceObjects: Pick<WorkspaceObjectRepository, 'applyChanges'>;
+  models: ModelRepository;
+  usage: Pick<UsageRepository, 'list' | 'summary' | 'costReport'>;
+  toolLogs: Pick<ToolLogRepository, 'list'>;
   /** Runs `fn` with repositories bound to one transaction: all of it or nothing. */
   transaction<T>(fn: (tx: AppRepos) => Promise<T>): Promise<T>;
 }
@@ -46,6 +55,9 @@ export function createAppRepos(db: Queryable): AppRepos {
     conversations: new ConversationRepository(db),
     files: new FileRepository(db),
     workspaceObjects: new WorkspaceObjectRepository(db),
+    models: new ModelRepository(db),
+    usage: new UsageRepository(db),
+    toolLogs: new ToolLogRepository(db),
     transaction: (fn) => db.transaction((tx) => fn(createAppRepos(tx))),
   };
 }
@@ -143,14 +155,26 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   const { repos } = deps;
   registerTenantRoutes(app, {
-    createTenant: (input) => repos.tenants.create(input),
+    createTenant: async (input) => {
+      const model = input.settings.model;
+      if (model !== undefined) await repos.models.requireUsable(model, 'settings.model');
+      return repos.tenants.create(input);
+    },
     getTenant: (id) => repos.tenants.get(id),
     createApiKey: (tenantId) => repos.apiKeys.create(tenantId),
     listApiKeys: (tenantId) => repos.apiKeys.list(tenantId),
     revokeApiKey: (tenantId, keyId) => repos.apiKeys.revoke(tenantId, keyId),
   });
   registerConversationRoutes(app, {
-    createConversation: (tenantId, input) => repos.conversations.create(tenantId, input),
+    createConversation: async (tenantId, input) => {
+      if (input.modelId) await repos.models.requireUsable(input.modelId, 'model_id');
+      return repos.conversations.create(tenantId, input);
+    },
+    setConversationModel: async (tenantId, id, modelId) => {
+      await repos.conversations.get(tenantId, id);
+      if (modelId !== null) await repos.models.requireUsable(modelId, 'model_id');
+      return repos.conversations.setModel(tenantId, id, modelId);
+    },
     getConversation: (tenantId, id) => repos.conversations.get(tenantId, id),
     listConversations: (tenantId, options) => repos.conversations.list(tenantId, options),
   });
@@ -180,6 +204,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         return existed;
       }),
   });
+  registerModelRoutes(app, {
+    models: repos.models,
+    getTenant: (id) => repos.tenants.get(id),
+    setTenantModel: async (tenantId, modelId) => {
+      await repos.models.setTenantDefault(tenantId, modelId);
+    },
+  });
+  registerUsageRoutes(app, { usage: repos.usage });
+  registerToolLogRoutes(app, { toolLogs: repos.toolLogs });
   for (const plugin of deps.routes ?? []) await plugin(app);
 
   let document: Record<string, unknown> | undefined;

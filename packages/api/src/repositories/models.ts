@@ -6,7 +6,7 @@ import { AppError } from '@hako/core';
 import type { Queryable } from '../db/pool.js';
 import { isUniqueViolation } from '../db/pool.js';
 import type { Model, ModelPrices, ModelProvider, ModelStatus } from '../types.js';
-import { iso } from './common.js';
+import { isUuid, iso } from './common.js';
 
 interface ModelRow {
   id: string;
@@ -175,6 +175,21 @@ export class ModelRepository {
     const row = res.rows[0];
     if (!row) throw modelNotFound(id);
     return toModel(row);
+  }
+
+  /**
+   * Sets (or with null removes) the tenant's default model, its settings' `model`. False when
+   * there is no such tenant. The caller checks the model first (requireUsable).
+   */
+  async setTenantDefault(tenantId: string, modelId: string | null): Promise<boolean> {
+    if (!isUuid(tenantId)) return false;
+    const res = await this.db.query(
+      `UPDATE tenants SET settings = CASE WHEN $2::text IS NULL THEN settings - 'model'
+         ELSE jsonb_set(settings, '{model}', to_jsonb($2::text)) END
+       WHERE id = $1`,
+      [tenantId, modelId],
+    );
+    return res.rowCount > 0;
   }
 
   /**

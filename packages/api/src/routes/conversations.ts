@@ -10,8 +10,10 @@ import { tenantIdOf, tenantOf } from '../http/auth.js';
 export interface ConversationRouteDeps {
   createConversation: (
     tenantId: string,
-    input: { title?: string | null; workspaceEnabled?: boolean },
+    input: { title?: string | null; workspaceEnabled?: boolean; modelId?: string | null },
   ) => Promise<Conversation>;
+  /** Sets the conversation's model (null: the tenant default); MODEL_UNKNOWN, MODEL_DISABLED. */
+  setConversationModel: (tenantId: string, id: string, modelId: string | null) => Promise<Conversation>;
   /** CONVERSATION_NOT_FOUND when it is not one of the tenant's. */
   getConversation: (tenantId: string, id: string) => Promise<Conversation>;
   /** Newest first; `before` continues after that conversation (CONVERSATION_NOT_FOUND if not the tenant's). */
@@ -42,6 +44,7 @@ export const conversationSchema = {
     'context_tokens',
     'context_limit',
     'status',
+    'model_id',
     'created_at',
     'updated_at',
   ],
@@ -53,6 +56,10 @@ export const conversationSchema = {
     context_tokens: { type: 'integer', description: 'Context tokens in use after the last run.' },
     context_limit: { type: 'integer', description: "The tenant's max_context_tokens." },
     status: { type: 'string', enum: ['idle', 'running'] },
+    model_id: {
+      type: ['string', 'null'],
+      description: "The model it picked (GET /v1/models); null: the tenant's default model.",
+    },
     created_at: { type: 'string', format: 'date-time' },
     updated_at: { type: 'string', format: 'date-time' },
   },
@@ -67,6 +74,7 @@ export function conversationToWire(c: Conversation, contextLimit: number): Recor
     context_tokens: c.contextTokens,
     context_limit: contextLimit,
     status: c.status,
+    model_id: c.modelId ?? null,
     created_at: c.createdAt,
     updated_at: c.updatedAt,
   };
@@ -80,12 +88,22 @@ const exampleConversation = {
   context_tokens: 0,
   context_limit: 200000,
   status: 'idle',
+  model_id: null,
   created_at: EXAMPLE_TIME,
   updated_at: EXAMPLE_TIME,
 };
 
+const modelIdField = {
+  type: ['string', 'null'],
+  maxLength: 200,
+  description:
+    "A registered, active model for this conversation's runs (GET /v1/models); null or absent: the tenant's default.",
+} as const;
+
 export function registerConversationRoutes(app: FastifyInstance, deps: ConversationRouteDeps): void {
-  app.post<{ Body: { title?: string | null; workspace_enabled?: boolean } | undefined }>(
+  app.post<{
+    Body: { title?: string | null; workspace_enabled?: boolean; model_id?: string | null } | undefined;
+  }>(
     '/v1/conversations',
     {
       schema: {
@@ -102,6 +120,7 @@ export function registerConversationRoutes(app: FastifyInstance, deps: Conversat
               description:
                 'Give the agent a persistent /workspace (synced to S3); false runs it in the read-only skills directory.',
             },
+            model_id: modelIdField,
           },
         },
         response: { 201: conversationSchema },
@@ -115,6 +134,7 @@ export function registerConversationRoutes(app: FastifyInstance, deps: Conversat
         auth: 'tenant',
         docs: {
           bodyOptional: true,
+          errors: ['MODEL_UNKNOWN', 'MODEL_DISABLED'],
           example: {
             body: { title: 'Quarterly report' },
             response: { status: 201, body: exampleConversation },
@@ -125,9 +145,10 @@ export function registerConversationRoutes(app: FastifyInstance, deps: Conversat
     async (req, reply) => {
       const tenant = tenantOf(req);
       const body = req.body ?? {};
-      const input: { title?: string | null; workspaceEnabled?: boolean } = {};
+      const input: { title?: string | null; workspaceEnabled?: boolean; modelId?: string | null } = {};
       if (body.title !== undefined) input.title = body.title;
       if (body.workspace_enabled !== undefined) input.workspaceEnabled = body.workspace_enabled;
+      if (body.model_id !== undefined) input.modelId = body.model_id;
       const conv = await deps.createConversation(tenant.id, input);
       req.log.info({ tenantId: tenant.id, conversationId: conv.id }, 'conversation created');
       return reply.code(201).send(conversationToWire(conv, tenant.settings.maxContextTokens));
@@ -204,6 +225,45 @@ export function registerConversationRoutes(app: FastifyInstance, deps: Conversat
     async (req) => {
       const conv = await deps.getConversation(tenantIdOf(req), req.params.id);
       return conversationToWire(conv, tenantOf(req).settings.maxContextTokens);
+    },
+  );
+
+  app.patch<{ Params: { id: string }; Body: { model_id: string | null } }>(
+    '/v1/conversations/:id',
+    {
+      schema: {
+        summary: 'Change a conversation (its model)',
+        description: 'The next execute uses the new model; a run going on keeps its own.',
+        tags: ['conversations'],
+        params: conversationParams,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          minProperties: 1,
+          properties: { model_id: modelIdField },
+        },
+        response: { 200: conversationSchema },
+      },
+      config: {
+        auth: 'tenant',
+        docs: {
+          errors: ['CONVERSATION_NOT_FOUND', 'MODEL_UNKNOWN', 'MODEL_DISABLED'],
+          example: {
+            params: { id: EXAMPLE_CONVERSATION_ID },
+            body: { model_id: 'claude-sonnet-4-5' },
+            response: { status: 200, body: { ...exampleConversation, model_id: 'claude-sonnet-4-5' } },
+          },
+        },
+      },
+    },
+    async (req) => {
+      const tenant = tenantOf(req);
+      let conv = await deps.getConversation(tenant.id, req.params.id);
+      if (req.body.model_id !== undefined) {
+        conv = await deps.setConversationModel(tenant.id, req.params.id, req.body.model_id);
+        req.log.info({ conversationId: conv.id, modelId: conv.modelId }, "conversation's model set");
+      }
+      return conversationToWire(conv, tenant.settings.maxContextTokens);
     },
   );
 }

@@ -132,6 +132,8 @@ export function registerExecuteRoutes(app: FastifyInstance, deps: ExecuteRouteDe
             'CONVERSATION_NOT_FOUND',
             'WORKSPACE_DISABLED',
             'CONTEXT_LIMIT_EXCEEDED',
+            'MODEL_UNKNOWN',
+            'MODEL_DISABLED',
             'CONVERSATION_LOCKED',
             'CONCURRENCY_LIMITED',
           ],
