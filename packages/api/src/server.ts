@@ -38,7 +38,7 @@ import { ModelRepository, chooseRunModel } from './repositories/models.js';
 import { buildAgentOptions } from './agent/options-builder.js';
 import { runAgent } from './agent/runner.js';
 import type { AgentClient } from '@hako/proto';
-import type { AgentEvent, ConcurrencyLimiter, LockManager, RateLimiter, Tenant } from './types.js';
+import type { AgentEvent, ConcurrencyLimiter, LockManager, RateLimiter } from './types.js';
 import type {
   AgentPort,
   ExecuteDeps,
@@ -296,7 +296,8 @@ async function applySync(
   for (const c of registered) if (c.kind === 'deleted') await files.delete(tenantId, conversationId, c.path);
 }
 
-function runStore(db: Database): RunStore {
+/** The execute flow's RunStore on PostgreSQL (exported for integration tests). */
+export function runStore(db: Database): RunStore {
   return {
     startRun: async (i) => (await new RunRepository(db).start(i)).id,
     append: (tenantId, conversationId, runId, ev) =>

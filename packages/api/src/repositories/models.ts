@@ -30,7 +30,10 @@ const MODEL_ID_RE = new RegExp(MODEL_ID_PATTERN);
 
 function toModel(r: ModelRow): Model {
   const prices: ModelPrices | null =
-    r.input_price === null || r.output_price === null || r.cache_creation_price === null || r.cache_read_price === null
+    r.input_price === null ||
+    r.output_price === null ||
+    r.cache_creation_price === null ||
+    r.cache_read_price === null
       ? null
       : {
           input: r.input_price,
@@ -50,7 +53,10 @@ function toModel(r: ModelRow): Model {
 }
 
 export function modelNotFound(id: string): AppError {
-  return new AppError('MODEL_NOT_FOUND', `model ${id.slice(0, 200)} is not registered (GET /v1/models lists them)`);
+  return new AppError(
+    'MODEL_NOT_FOUND',
+    `model ${id.slice(0, 200)} is not registered (GET /v1/models lists them)`,
+  );
 }
 
 /**
@@ -59,9 +65,13 @@ export function modelNotFound(id: string): AppError {
  */
 export function priceText(value: number, field: string): string {
   if (!Number.isFinite(value) || value < 0 || value > 100_000) {
-    throw new AppError('INVALID_ARGUMENT', `${field} must be a number from 0 to 100000 (USD per million tokens)`, {
-      details: { field },
-    });
+    throw new AppError(
+      'INVALID_ARGUMENT',
+      `${field} must be a number from 0 to 100000 (USD per million tokens)`,
+      {
+        details: { field },
+      },
+    );
   }
   const text = value.toFixed(6);
   if (Number(text) !== value) {
@@ -82,7 +92,10 @@ export class ModelRepository {
     status?: ModelStatus;
   }): Promise<Model> {
     if (!MODEL_ID_RE.test(input.id)) {
-      throw new AppError('INVALID_ARGUMENT', `model id ${input.id.slice(0, 200)} does not match ${MODEL_ID_PATTERN}`);
+      throw new AppError(
+        'INVALID_ARGUMENT',
+        `model id ${input.id.slice(0, 200)} does not match ${MODEL_ID_PATTERN}`,
+      );
     }
     const p = input.prices;
     try {

@@ -121,7 +121,10 @@ export class ToolLogRepository {
   ): Promise<ToolCallLog[]> {
     await assertConversation(this.db, tenantId, conversationId);
     if (options.runId !== undefined && !isUuid(options.runId)) {
-      throw new AppError('RUN_NOT_FOUND', `Run ${options.runId.slice(0, 64)} does not exist in this conversation`);
+      throw new AppError(
+        'RUN_NOT_FOUND',
+        `Run ${options.runId.slice(0, 64)} does not exist in this conversation`,
+      );
     }
     const limit = Math.min(Math.max(Math.trunc(options.limit ?? 100), 1), 500);
     const res = await this.db.query<ToolRow>(
@@ -130,7 +133,13 @@ export class ToolLogRepository {
        FROM tool_calls
        WHERE conversation_id = $1 AND tenant_id = $2 AND ($3::uuid IS NULL OR run_id = $3) AND call_seq > $4
        ORDER BY call_seq LIMIT $5`,
-      [conversationId, tenantId, options.runId ?? null, Math.max(Math.trunc(options.afterSeq ?? 0), 0), limit],
+      [
+        conversationId,
+        tenantId,
+        options.runId ?? null,
+        Math.max(Math.trunc(options.afterSeq ?? 0), 0),
+        limit,
+      ],
     );
     return res.rows.map(toLog);
   }

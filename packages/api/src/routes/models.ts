@@ -309,14 +309,21 @@ export function registerModelRoutes(app: FastifyInstance, deps: ModelRouteDeps):
           required: ['model_id'],
           additionalProperties: false,
           properties: {
-            model_id: { type: ['string', 'null'], maxLength: 200, description: 'A registered, active model.' },
+            model_id: {
+              type: ['string', 'null'],
+              maxLength: 200,
+              description: 'A registered, active model.',
+            },
           },
         },
         response: {
           200: {
             type: 'object',
             required: ['tenant_id', 'model_id'],
-            properties: { tenant_id: { type: 'string', format: 'uuid' }, model_id: { type: ['string', 'null'] } },
+            properties: {
+              tenant_id: { type: 'string', format: 'uuid' },
+              model_id: { type: ['string', 'null'] },
+            },
           },
         },
       },

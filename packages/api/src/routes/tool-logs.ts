@@ -82,7 +82,7 @@ export function registerToolLogRoutes(app: FastifyInstance, deps: ToolLogRouteDe
     {
       schema: {
         summary: "The conversation's tool calls, in call order",
-        description: 'Page with `cursor` = the previous answer\'s `next_cursor`.',
+        description: "Page with `cursor` = the previous answer's `next_cursor`.",
         tags: ['conversations'],
         params: {
           type: 'object',
@@ -96,7 +96,11 @@ export function registerToolLogRoutes(app: FastifyInstance, deps: ToolLogRouteDe
           properties: {
             run_id: { type: 'string', format: 'uuid', description: "Only this run's calls." },
             limit: { type: 'integer', minimum: 1, maximum: 500, default: 100, description: 'Page size.' },
-            cursor: { type: 'string', pattern: '^[0-9]{1,18}$', description: 'The `next_cursor` of the previous page.' },
+            cursor: {
+              type: 'string',
+              pattern: '^[0-9]{1,18}$',
+              description: 'The `next_cursor` of the previous page.',
+            },
           },
         },
         response: {

@@ -173,7 +173,7 @@ const exampleTotals = {
   cache_creation_input_tokens: 0,
   cache_read_input_tokens: 0,
   total_tokens: 3232,
-  cost_usd: 0.0120,
+  cost_usd: 0.012,
 };
 
 export function registerUsageRoutes(app: FastifyInstance, deps: UsageRouteDeps): void {
@@ -201,10 +201,24 @@ export function registerUsageRoutes(app: FastifyInstance, deps: UsageRouteDeps):
           properties: {
             ...periodProps,
             conversation_id: { type: 'string', format: 'uuid', description: 'Only this conversation.' },
-            user_id: { type: 'string', minLength: 1, maxLength: 200, description: "Only this executor's runs." },
-            model_id: { type: 'string', minLength: 1, maxLength: 200, description: 'Only runs of this model.' },
+            user_id: {
+              type: 'string',
+              minLength: 1,
+              maxLength: 200,
+              description: "Only this executor's runs.",
+            },
+            model_id: {
+              type: 'string',
+              minLength: 1,
+              maxLength: 200,
+              description: 'Only runs of this model.',
+            },
             limit: { type: 'integer', minimum: 1, maximum: 500, default: 50, description: 'Page size.' },
-            cursor: { type: 'string', maxLength: 100, description: 'The `next_cursor` of the previous page.' },
+            cursor: {
+              type: 'string',
+              maxLength: 100,
+              description: 'The `next_cursor` of the previous page.',
+            },
           },
         },
         response: {
