@@ -255,7 +255,8 @@ export class RunRepository {
         await new RunRepository(tx).get(tenantId, runId); // RUN_NOT_FOUND, or it already ended
         return undefined;
       }
-      const lastDone = events.findLastIndex((ev) => ev.type === 'done');
+      // Only a well-formed done event (an object) gets the cost; anything else is stored as given.
+      const lastDone = events.findLastIndex((ev) => ev.type === 'done' && !Array.isArray(ev.data));
       const final = events.map((ev, i) =>
         i === lastDone ? { ...ev, data: { ...ev.data, cost_usd: Number(row.cost_usd) } } : ev,
       );
