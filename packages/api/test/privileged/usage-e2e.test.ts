@@ -156,7 +156,7 @@ test('runs record model, executor, usage and cost; the usage API equals the done
     assert.equal(done.data.status, 'completed', JSON.stringify(done.data));
     assert.equal(
       events.find((e) => e.event === 'tool_result')?.data.output,
-      `${p.marker}\n`,
+      p.marker,
       'the Bash call ran in the sandbox',
     );
     // The scripted model was asked for the chosen model on every turn of the conversation.
@@ -234,8 +234,8 @@ test('runs record model, executor, usage and cost; the usage API equals the done
   assert.deepEqual(
     calls.map((c) => [c.name, c.run_id, c.output_summary, c.is_error, c.parent_tool_use_id]),
     [
-      ['Bash', runIds[0], 'first\n', false, null],
-      ['Bash', runIds[2], 'third\n', false, null],
+      ['Bash', runIds[0], 'first', false, null],
+      ['Bash', runIds[2], 'third', false, null],
     ],
   );
   assert.deepEqual(calls[0]!.input, { command: 'echo first' });
