@@ -9,6 +9,20 @@ import { assertConversation, isUuid, iso, isoOrNull, num, numOrNull, toJsonb } f
 /** How much of a tool's output the log keeps (UTF-8 bytes). */
 export const TOOL_OUTPUT_SUMMARY_BYTES = 2048;
 
+/** The largest tool input (JSON text, bytes) the log keeps whole; the event keeps all of it. */
+export const TOOL_INPUT_MAX_BYTES = 16 * 1024;
+
+/**
+ * The input as the log keeps it: whole up to TOOL_INPUT_MAX_BYTES of JSON, else
+ * `{truncated: true, json_bytes, preview}` (the first 2 KiB of its JSON text).
+ */
+export function loggedInput(input: unknown): unknown {
+  const json = JSON.stringify(input ?? {});
+  const bytes = Buffer.byteLength(json, 'utf8');
+  if (bytes <= TOOL_INPUT_MAX_BYTES) return input ?? {};
+  return { truncated: true, json_bytes: bytes, preview: outputSummary(json).summary };
+}
+
 /** The first `max` UTF-8 bytes of `text`, never splitting a character. */
 export function outputSummary(
   text: string,
@@ -84,7 +98,7 @@ export class ToolLogRepository {
           tenantId,
           ev.seq,
           str(ev.data.name) ?? '',
-          toJsonb(ev.data.input ?? {}),
+          toJsonb(loggedInput(ev.data.input)),
           str(ev.data.parent_tool_use_id) ?? null,
           ev.timestamp,
         ],

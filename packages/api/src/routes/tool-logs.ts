@@ -38,7 +38,10 @@ const toolLogSchema = {
     run_id: { type: 'string', format: 'uuid' },
     seq: { type: 'integer', description: 'The seq of the tool_call event.' },
     name: { type: 'string' },
-    input: { description: 'The tool input as the model sent it.' },
+    input: {
+      description:
+        'The tool input as the model sent it; over 16 KiB of JSON: `{truncated: true, json_bytes, preview}` (the tool_call event has it whole).',
+    },
     parent_tool_use_id: {
       type: ['string', 'null'],
       description: 'The sub-agent (Task/Agent) call this call was made inside; null on the main thread.',

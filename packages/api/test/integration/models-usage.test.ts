@@ -20,7 +20,7 @@ import { beginExecute, conversationLockKey } from '../../src/execute/execute-run
 import type { AgentPort, ExecuteDeps } from '../../src/execute/execute-run.js';
 import { ModelRepository, chooseRunModel } from '../../src/repositories/models.js';
 import { RunRepository } from '../../src/repositories/runs.js';
-import { outputSummary } from '../../src/repositories/tool-logs.js';
+import { loggedInput, outputSummary } from '../../src/repositories/tool-logs.js';
 import { runStore } from '../../src/server.js';
 import { S3ObjectStore } from '../../src/storage/s3-object-store.js';
 import type { Executor, StoredEvent, Usage } from '../../src/types.js';
@@ -666,6 +666,16 @@ test('each run writes one usage record with the done event; the usage endpoints 
     `/v1/conversations/${c1}/tool-logs?limit=1&cursor=${String(page1.body.next_cursor)}`,
   );
   assert.equal((page2.body.tool_logs as Record<string, unknown>[])[0]!.tool_use_id, 'toolu_sub_bash');
+});
+
+test('loggedInput keeps inputs up to 16 KiB of JSON whole and previews bigger ones', () => {
+  assert.deepEqual(loggedInput({ command: 'ls' }), { command: 'ls' });
+  assert.deepEqual(loggedInput(undefined), {});
+  const big = { file_path: 'a.txt', content: 'x'.repeat(20_000) };
+  const logged = loggedInput(big) as { truncated: boolean; json_bytes: number; preview: string };
+  assert.equal(logged.truncated, true);
+  assert.equal(logged.json_bytes, JSON.stringify(big).length);
+  assert.equal(logged.preview, JSON.stringify(big).slice(0, 2048));
 });
 
 test('outputSummary keeps the first 2 KiB without splitting a character', () => {
