@@ -157,6 +157,8 @@ function authLine(auth: string): string {
       return 'admin token (`Authorization: Bearer $HAKO_ADMIN_TOKEN`)';
     case 'tenant':
       return 'tenant API key (`Authorization: Bearer $HAKO_API_KEY`), rate limited per key';
+    case 'admin_or_tenant':
+      return 'admin token or tenant API key (`Authorization: Bearer $HAKO_ADMIN_TOKEN` or `$HAKO_API_KEY`)';
     default:
       return 'none';
   }
@@ -164,7 +166,7 @@ function authLine(auth: string): string {
 
 function authHeader(auth: string): string[] {
   if (auth === 'admin') return ['Authorization: Bearer $HAKO_ADMIN_TOKEN'];
-  if (auth === 'tenant') return ['Authorization: Bearer $HAKO_API_KEY'];
+  if (auth === 'tenant' || auth === 'admin_or_tenant') return ['Authorization: Bearer $HAKO_API_KEY'];
   return [];
 }
 

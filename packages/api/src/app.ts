@@ -20,6 +20,12 @@ import { TenantRepository } from './repositories/tenants.js';
 import { WorkspaceObjectRepository } from './repositories/workspace-objects.js';
 import { PresentedFileRepository } from './repositories/presented-files.js';
 import type { ConversationFile, LockManager, ObjectStore, RateLimiter } from './types.js';
+import { ModelRepository } from './repositories/models.js';
+import { UsageRepository } from './repositories/usage.js';
+import { ToolLogRepository } from './repositories/tool-logs.js';
+import { registerModelRoutes } from './routes/models.js';
+import { registerUsageRoutes } from './routes/usage.js';
+import { registerToolLogRoutes } from './routes/tool-logs.js';
 import { registerAuth } from './http/auth.js';
 import { RouteRecorder, buildOpenApi } from './http/openapi.js';
 import { registerProblemHandlers, sendProblem } from './http/problem.js';
@@ -43,12 +49,23 @@ export interface AppRepos {
   apiKeys: Pick<ApiKeyRepository, 'create' | 'authenticate' | 'list' | 'revoke'>;
   conversations: Pick<
     ConversationRepository,
-    'create' | 'get' | 'listPage' | 'update' | 'setArchived' | 'beginDelete' | 'isDeleting' | 'purge'
+    | 'create'
+    | 'get'
+    | 'listPage'
+    | 'update'
+    | 'setArchived'
+    | 'beginDelete'
+    | 'isDeleting'
+    | 'purge'
+    | 'setModel'
   >;
   messages: Pick<MessageRepository, 'list'>;
   files: Pick<FileRepository, 'list' | 'get' | 'upsert' | 'delete'>;
   workspaceObjects: Pick<WorkspaceObjectRepository, 'applyChanges'>;
   presentedFiles: Pick<PresentedFileRepository, 'list' | 'listVersions' | 'mark'>;
+  models: ModelRepository;
+  usage: Pick<UsageRepository, 'list' | 'summary' | 'costReport'>;
+  toolLogs: Pick<ToolLogRepository, 'list'>;
   /** Runs `fn` with repositories bound to one transaction: all of it or nothing. */
   transaction<T>(fn: (tx: AppRepos) => Promise<T>): Promise<T>;
 }
@@ -63,6 +80,9 @@ export function createAppRepos(db: Queryable): AppRepos {
     files: new FileRepository(db),
     workspaceObjects: new WorkspaceObjectRepository(db),
     presentedFiles: new PresentedFileRepository(db),
+    models: new ModelRepository(db),
+    usage: new UsageRepository(db),
+    toolLogs: new ToolLogRepository(db),
     transaction: (fn) => db.transaction((tx) => fn(createAppRepos(tx))),
   };
 }
@@ -187,7 +207,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   const { repos } = deps;
   registerTenantRoutes(app, {
-    createTenant: (input) => repos.tenants.create(input),
+    createTenant: async (input) => {
+      const model = input.settings.model;
+      if (model !== undefined) await repos.models.requireUsable(model, 'settings.model');
+      return repos.tenants.create(input);
+    },
     getTenant: (id) => repos.tenants.get(id),
     createApiKey: (tenantId) => repos.apiKeys.create(tenantId),
     listApiKeys: (tenantId) => repos.apiKeys.list(tenantId),
@@ -205,7 +229,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     lockWaitMs: limits.fileLockWaitMs,
   };
   registerConversationRoutes(app, {
-    createConversation: (tenantId, input) => repos.conversations.create(tenantId, input),
+    createConversation: async (tenantId, input) => {
+      if (input.modelId) await repos.models.requireUsable(input.modelId, 'model_id');
+      return repos.conversations.create(tenantId, input);
+    },
+    setConversationModel: async (tenantId, id, modelId) => {
+      await repos.conversations.get(tenantId, id);
+      if (modelId !== null) await repos.models.requireUsable(modelId, 'model_id');
+      return repos.conversations.setModel(tenantId, id, modelId);
+    },
     getConversation: (tenantId, id) => repos.conversations.get(tenantId, id),
     listConversations: (tenantId, options) => repos.conversations.listPage(tenantId, options),
     updateConversation: (tenantId, id, change) => repos.conversations.update(tenantId, id, change),
@@ -236,6 +268,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     listPresented: (tenantId, id) => repos.presentedFiles.list(tenantId, id),
     listVersions: (tenantId, id, path) => repos.presentedFiles.listVersions(tenantId, id, path),
   });
+  registerModelRoutes(app, {
+    models: repos.models,
+    getTenant: (id) => repos.tenants.get(id),
+    setTenantModel: async (tenantId, modelId) => {
+      await repos.models.setTenantDefault(tenantId, modelId);
+    },
+  });
+  registerUsageRoutes(app, { usage: repos.usage });
+  registerToolLogRoutes(app, { toolLogs: repos.toolLogs });
   for (const plugin of deps.routes ?? []) await plugin(app);
 
   let document: Record<string, unknown> | undefined;

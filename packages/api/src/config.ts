@@ -139,7 +139,9 @@ export const apiConfigSchema = z.object({
     .describe("A conversation's sandbox is destroyed by hakod after this long without a call."),
   HAKO_DEFAULT_MODEL: envFields
     .optionalString()
-    .describe("Model for tenants without one in their settings; unset leaves Claude Code's default."),
+    .describe(
+      "Model of runs whose conversation and tenant pick none (the model registry's id; may be unregistered, then unpriced: a run costs what Claude Code reports). Refused if registered and disabled. Unset leaves Claude Code's default.",
+    ),
   HAKO_AGENT_TIMEOUT: envFields
     .duration()
     .default('30m')

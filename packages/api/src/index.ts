@@ -126,3 +126,12 @@ export type {
   LifecycleDeps,
   LifecycleStore,
 } from './conversations/conversation-lifecycle.js';
+export * from './repositories/models.js';
+export * from './repositories/usage.js';
+export * from './repositories/tool-logs.js';
+export { registerModelRoutes, modelToWire } from './routes/models.js';
+export type { ModelRouteDeps } from './routes/models.js';
+export { registerUsageRoutes, usageToWire } from './routes/usage.js';
+export type { UsageRouteDeps } from './routes/usage.js';
+export { registerToolLogRoutes, toolLogToWire } from './routes/tool-logs.js';
+export type { ToolLogRouteDeps } from './routes/tool-logs.js';

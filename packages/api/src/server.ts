@@ -37,6 +37,7 @@ import { WorkspaceObjectRepository } from './repositories/workspace-objects.js';
 import { PresentedFileRepository } from './repositories/presented-files.js';
 import { createAttachmentPort, sandboxWriter } from './execute/attachments.js';
 import { HAKO_MCP_SERVER, PresentMarks, createHakoMcpServer } from './agent/hako-tools.js';
+import { ModelRepository, chooseRunModel } from './repositories/models.js';
 import { buildAgentOptions } from './agent/options-builder.js';
 import { runAgent } from './agent/runner.js';
 import type { AgentClient } from '@hako/proto';
@@ -132,7 +133,15 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
       runs: runStore(db, logger),
       sandboxes: sandboxPort(sandboxes, new ConversationRepository(db), config),
       workspace: workspacePort(workspace, new WorkspaceObjectRepository(db), clientOf),
-      agent: agentPort(logger, clientOf, config.HAKO_DEFAULT_MODEL),
+      agent: agentPort(logger, clientOf),
+      models: {
+        choose: (tenant, conversation) =>
+          chooseRunModel(new ModelRepository(db), {
+            conversationModel: conversation.modelId,
+            tenantModel: tenant.settings.model,
+            configuredDefault: config.HAKO_DEFAULT_MODEL,
+          }),
+      },
       attachments: createAttachmentPort({
         store,
         registerUpload: (tenantId, id, f) => registerUserUpload(repos, tenantId, id, f),
@@ -301,7 +310,8 @@ async function applySync(
   for (const c of registered) if (c.kind === 'deleted') await files.delete(tenantId, conversationId, c.path);
 }
 
-function runStore(db: Database, logger: Logger): RunStore {
+/** The execute flow's RunStore on PostgreSQL (exported for integration tests). */
+export function runStore(db: Database, logger: Logger): RunStore {
   return {
     // Under the conversation lock (archive and delete take it too): archived stays refused.
     startRun: async (i) => {
@@ -444,19 +454,16 @@ function workspacePort(
   };
 }
 
-function agentPort(
-  logger: Logger,
-  clientOf: (t: SandboxTarget) => AgentClient,
-  defaultModel: string | undefined,
-): AgentPort {
+function agentPort(logger: Logger, clientOf: (t: SandboxTarget) => AgentClient): AgentPort {
   return {
-    run: async ({ target, tenant, conversation, prompt, signal, onEvent }) => {
+    run: async ({ target, tenant, conversation, prompt, model, signal, onEvent }) => {
       const abortController = new AbortController();
       const onAbort = (): void => abortController.abort(signal.reason);
       if (signal.aborted) onAbort();
       else signal.addEventListener('abort', onAbort, { once: true });
       try {
-        const settings = settingsWithModel(tenant, defaultModel);
+        // The model beginExecute chose (conversation, tenant default, HAKO_DEFAULT_MODEL).
+        const settings = { ...tenant.settings, model };
         const marks = new PresentMarks();
         const options = buildAgentOptions({
           tenantId: tenant.id,
@@ -495,9 +502,4 @@ function agentPort(
       }
     },
   };
-}
-
-function settingsWithModel(tenant: Tenant, defaultModel: string | undefined): Tenant['settings'] {
-  if (tenant.settings.model !== undefined || defaultModel === undefined) return tenant.settings;
-  return { ...tenant.settings, model: defaultModel };
 }

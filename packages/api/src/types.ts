@@ -172,6 +172,8 @@ export interface Conversation {
   /** Context tokens the last run ended with. */
   contextTokens: number;
   status: 'idle' | 'running';
+  /** The registered model the conversation picked; null/undefined: the tenant's default. */
+  modelId?: string | null;
   createdAt: string;
   updatedAt: string;
   /** The calling application's user the conversation belongs to (the seed's user_id), or null. */
@@ -237,4 +239,72 @@ export interface PresentedFile {
 export interface PresentMark {
   path: string;
   description?: string | undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Models, usage and tool logs (issue 6)
+
+export type ModelProvider = 'anthropic' | 'bedrock';
+export type ModelStatus = 'active' | 'disabled';
+
+/** USD per million tokens, as exact decimal text (numeric in PostgreSQL). */
+export interface ModelPrices {
+  input: string;
+  output: string;
+  cacheCreation: string;
+  cacheRead: string;
+}
+
+/** A model of the admin registry; `id` is what the SDK gets as `model`. */
+export interface Model {
+  id: string;
+  displayName: string;
+  provider: ModelProvider;
+  /** null: unpriced (its runs cost what Claude Code reports). */
+  prices: ModelPrices | null;
+  status: ModelStatus;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** One ended run's usage and cost (written with its done event). */
+export interface UsageRecord {
+  runId: string;
+  tenantId: string;
+  conversationId: string;
+  modelId: string | null;
+  executor: Executor | null;
+  status: 'completed' | 'failed' | 'cancelled';
+  inputTokens: number;
+  outputTokens: number;
+  cacheCreationInputTokens: number;
+  cacheReadInputTokens: number;
+  totalTokens: number;
+  /** Exact decimal text, 8 places. */
+  costUsd: string;
+  costSource: 'model_prices' | 'reported';
+  durationMs: number;
+  turnCount: number;
+  startedAt: string;
+  endedAt: string;
+}
+
+/** One tool call of the agent, from its tool_call and tool_result events. */
+export interface ToolCallLog {
+  runId: string;
+  conversationId: string;
+  toolUseId: string;
+  /** The seq of the tool_call event. */
+  seq: number;
+  name: string;
+  input: unknown;
+  /** The sub-agent call it was made inside (null on the main thread). */
+  parentToolUseId: string | null;
+  /** The first 2 KiB of the output (null while the call has no result). */
+  outputSummary: string | null;
+  outputTruncated: boolean;
+  isError: boolean | null;
+  startedAt: string;
+  endedAt: string | null;
+  durationMs: number | null;
 }

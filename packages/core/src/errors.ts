@@ -267,6 +267,18 @@ export const ERROR_CODES = {
     http: 400,
     summary: 'A pagination cursor is not one this API handed out (use next_cursor as it came).',
   },
+  MODEL_NOT_FOUND: { grpc: 'NOT_FOUND', http: 404, summary: 'No model with that id in the registry.' },
+  MODEL_UNKNOWN: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 422,
+    summary: 'A model the request (or the tenant default) names is not in the model registry.',
+  },
+  MODEL_DISABLED: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 409,
+    summary: 'The model is disabled in the registry; pick an active one (GET /v1/models).',
+  },
+  MODEL_EXISTS: { grpc: 'ALREADY_EXISTS', http: 409, summary: 'A model with that id is already registered.' },
   INTERNAL: { grpc: 'INTERNAL', http: 500, summary: 'An unexpected internal error.' },
 } as const satisfies Record<string, CodeSpec>;
 

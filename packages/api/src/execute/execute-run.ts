@@ -64,12 +64,18 @@ export interface RunStore {
     conversationId: string;
     prompt: string;
     lockToken: string;
+    /** The model chosen for the run (ModelPort); undefined: none configured. */
+    modelId?: string | undefined;
+    /** Who ran it (stored with the run and its usage record). */
+    executor?: Executor | undefined;
   }): Promise<string>;
   /** Stores one event (assigning its seq) and answers it. */
   append(tenantId: string, conversationId: string, runId: string, ev: AgentEvent): Promise<StoredEvent>;
   /**
    * One transaction: the file registrations and the manifest from the sync, the conversation's
-   * session, context tokens and title, the run's final status and usage, and the `done` event.
+   * session, context tokens and title, the run's final status and usage, its usage record, and
+   * the `done` event. The stored done event's `cost_usd` is the run's computed cost (it may
+   * differ from the one passed in: RunRepository.finish prices the tokens with the model's prices).
    */
   finishRun(input: {
     tenantId: string;
@@ -113,6 +119,8 @@ export interface AgentPort {
     tenant: Tenant;
     conversation: Conversation;
     prompt: string;
+    /** The model the SDK gets (`model`); undefined: Claude Code's default. */
+    model?: string | undefined;
     signal: AbortSignal;
     onEvent: (ev: AgentEvent) => Promise<void>;
   }): Promise<AgentSummary>;
@@ -142,6 +150,14 @@ export interface AttachmentPort {
   ): Promise<{ files: number; bytes: number }>;
 }
 
+export interface ModelPort {
+  /**
+   * The model of a run on `conversation`: its own pick, else the tenant default, else the
+   * configured default; undefined when none is set. MODEL_UNKNOWN / MODEL_DISABLED refuse it.
+   */
+  choose(tenant: Tenant, conversation: Conversation): Promise<string | undefined>;
+}
+
 export interface ExecuteDeps {
   readonly locks: LockManager;
   readonly slots: ConcurrencyLimiter;
@@ -151,6 +167,8 @@ export interface ExecuteDeps {
   readonly agent: AgentPort;
   /** Places an execute's attachments before the agent starts (required for one that has some). */
   readonly attachments?: AttachmentPort | undefined;
+  /** Chooses the run's model; without it runs get no model (Claude Code's default). */
+  readonly models?: ModelPort | undefined;
   readonly logger: Logger;
   readonly lockTtlMs: number;
   readonly pingIntervalMs: number;
@@ -189,9 +207,9 @@ const ZERO_USAGE: Usage = {
 };
 
 /**
- * Checks the context limit, takes the conversation lock and a run slot of the tenant, and creates
- * the run. Refusals: CONTEXT_LIMIT_EXCEEDED, CONVERSATION_LOCKED, CONCURRENCY_LIMITED. Nothing is
- * held when it throws.
+ * Checks the context limit and the model, takes the conversation lock and a run slot of the
+ * tenant, and creates the run. Refusals: CONTEXT_LIMIT_EXCEEDED, MODEL_UNKNOWN, MODEL_DISABLED,
+ * CONVERSATION_LOCKED, CONCURRENCY_LIMITED. Nothing is held when it throws.
  */
 export async function beginExecute(deps: ExecuteDeps, req: ExecuteRequest): Promise<RunHandle> {
   const { tenant, conversation } = req;
@@ -211,6 +229,7 @@ export async function beginExecute(deps: ExecuteDeps, req: ExecuteRequest): Prom
       { details: { tokensUsed: conversation.contextTokens, limit } },
     );
   }
+  const model = await deps.models?.choose(tenant, conversation);
   const lock = await deps.locks.acquire(conversationLockKey(conversation.id), deps.lockTtlMs);
   if (!lock) {
     throw new AppError(
@@ -237,8 +256,10 @@ export async function beginExecute(deps: ExecuteDeps, req: ExecuteRequest): Prom
       conversationId: conversation.id,
       prompt: req.prompt,
       lockToken: lock.token,
+      modelId: model,
+      executor: req.executor,
     });
-    return new RunHandle(deps, req, runId, lock, slot);
+    return new RunHandle(deps, req, runId, lock, slot, model);
   } catch (err) {
     await slot?.release().catch(() => undefined);
     await lock.release().catch(() => undefined);
@@ -261,6 +282,8 @@ export class RunHandle {
     readonly runId: string,
     private readonly lock: HeldLock,
     private readonly slot: Slot,
+    /** The model chosen in beginExecute (undefined: Claude Code's default). */
+    readonly model?: string | undefined,
   ) {}
 
   /** Cancels the run (the client went away): the agent is killed, a cancelled done is stored. */
@@ -355,6 +378,7 @@ export class RunHandle {
         tenant,
         conversation,
         prompt: req.prompt,
+        model: this.model,
         signal: this.abort.signal,
         onEvent: emit,
       });

@@ -135,6 +135,13 @@ export function registerAuth(app: FastifyInstance, deps: AuthDeps): void {
       case 'tenant':
         await authenticateTenant(deps, request, reply);
         return;
+      case 'admin_or_tenant': {
+        // The admin token, else a tenant API key (its errors are the tenant route's).
+        const token = bearerToken(request.headers.authorization);
+        if (token !== undefined && safeEqual(token, deps.adminToken)) return;
+        await authenticateTenant(deps, request, reply);
+        return;
+      }
     }
   });
 }

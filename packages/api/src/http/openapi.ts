@@ -71,12 +71,14 @@ export function openApiPath(url: string): string {
 const AUTH_CODES: Record<AuthMode, ErrorCode[]> = {
   admin: ['UNAUTHENTICATED'],
   tenant: ['UNAUTHENTICATED', 'RATE_LIMITED'],
+  admin_or_tenant: ['UNAUTHENTICATED', 'RATE_LIMITED'],
   none: [],
 };
 
 const SECURITY: Record<AuthMode, Json[]> = {
   admin: [{ adminToken: [] }],
   tenant: [{ apiKey: [] }],
+  admin_or_tenant: [{ adminToken: [] }, { apiKey: [] }],
   none: [],
 };
 

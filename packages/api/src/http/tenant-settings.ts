@@ -143,7 +143,9 @@ export const tenantSettingsWireSchema = z
       .max(200)
       .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
       .optional()
-      .describe("Model name; unset uses the server's default."),
+      .describe(
+        "The tenant's default model: a registered, active model id (GET /v1/models; else 422 MODEL_UNKNOWN or 409 MODEL_DISABLED); PUT /v1/tenants/{id}/model changes it. Unset: HAKO_DEFAULT_MODEL.",
+      ),
   })
   .strict();
 

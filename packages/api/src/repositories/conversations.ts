@@ -31,6 +31,7 @@ interface ConversationRow {
   session_id: string | null;
   context_tokens: string | number;
   running: boolean;
+  model_id: string | null;
   created_at: Date;
   updated_at: Date;
   user_id: string | null;
@@ -41,7 +42,7 @@ interface ConversationRow {
 
 const COLUMNS = `c.id, c.tenant_id, c.title, c.workspace_enabled, c.session_id, c.context_tokens,
   EXISTS (SELECT 1 FROM runs r WHERE r.conversation_id = c.id AND r.status = 'running') AS running,
-  c.created_at, c.updated_at, c.user_id, c.archived_at,
+  c.model_id, c.created_at, c.updated_at, c.user_id, c.archived_at,
   to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_key`;
 
 /** Which conversations a list answers, by archive state. */
@@ -114,6 +115,7 @@ function toConversation(r: ConversationRow): Conversation {
     sessionId: r.session_id,
     contextTokens: num(r.context_tokens),
     status: r.running ? 'running' : 'idle',
+    modelId: r.model_id,
     createdAt: iso(r.created_at),
     updatedAt: iso(r.updated_at),
     userId: r.user_id,
@@ -164,17 +166,29 @@ export class ConversationRepository {
   /** Creates a conversation (workspace enabled unless told otherwise). TENANT_NOT_FOUND when there is no such tenant. */
   async create(
     tenantId: string,
-    input: { title?: string | null; workspaceEnabled?: boolean; userId?: string | null } = {},
+    input: {
+      title?: string | null;
+      workspaceEnabled?: boolean;
+      userId?: string | null;
+      modelId?: string | null;
+    } = {},
   ): Promise<Conversation> {
     if (!isUuid(tenantId)) throw tenantNotFound(tenantId);
     checkTitle(input.title);
     checkUserId(input.userId);
     try {
       const res = await this.db.query<ConversationRow>(
-        `INSERT INTO conversations AS c (id, tenant_id, title, workspace_enabled, user_id)
-         VALUES ($1, $2, $3, $4, $5)
+        `INSERT INTO conversations AS c (id, tenant_id, title, workspace_enabled, user_id, model_id)
+         VALUES ($1, $2, $3, $4, $5, $6)
          RETURNING ${COLUMNS}`,
-        [randomUUID(), tenantId, input.title ?? null, input.workspaceEnabled ?? true, input.userId ?? null],
+        [
+          randomUUID(),
+          tenantId,
+          input.title ?? null,
+          input.workspaceEnabled ?? true,
+          input.userId ?? null,
+          input.modelId ?? null,
+        ],
       );
       return toConversation(res.rows[0] as ConversationRow);
     } catch (err) {
@@ -399,6 +413,12 @@ export class ConversationRepository {
   async setTitle(tenantId: string, id: string, title: string | null): Promise<void> {
     checkTitle(title);
     await this.updateColumns(tenantId, id, 'title = $3', [title]);
+  }
+
+  /** Sets the conversation's model (a registered model id; the caller checks it is active) or null. */
+  async setModel(tenantId: string, id: string, modelId: string | null): Promise<Conversation> {
+    await this.updateColumns(tenantId, id, 'model_id = $3', [modelId]);
+    return this.get(tenantId, id);
   }
 
   /** Records the sandbox now serving the conversation, or null when it has none. */

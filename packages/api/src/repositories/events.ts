@@ -8,6 +8,7 @@ import { PG_ERROR, pgErrorCode } from '../db/pool.js';
 import type { AgentEvent, EventType, StoredEvent } from '../types.js';
 import { EVENT_TYPES } from '../types.js';
 import { conversationNotFound, isUuid, iso, num, toJsonb } from './common.js';
+import { ToolLogRepository } from './tool-logs.js';
 
 interface EventRow {
   conversation_id: string;
@@ -43,7 +44,8 @@ export class EventRepository {
    * Stores `event` as the conversation's next event and answers it with its seq and timestamp.
    * CONVERSATION_NOT_FOUND when the conversation is not `tenantId`'s, RUN_NOT_FOUND when the run
    * is not the conversation's, INVALID_ARGUMENT for an unknown type. Inside a transaction the
-   * conversation's counter stays locked until it ends (appends of other runs wait).
+   * conversation's counter stays locked until it ends (appends of other runs wait). A tool_call
+   * or tool_result event also writes the tool-call log (tool-logs.ts), in one transaction.
    */
   async append(
     tenantId: string,
@@ -56,6 +58,23 @@ export class EventRepository {
     if (!(EVENT_TYPES as readonly string[]).includes(event.type)) {
       throw new AppError('INVALID_ARGUMENT', `Unknown event type ${String(event.type).slice(0, 40)}`);
     }
+    if (event.type === 'tool_call' || event.type === 'tool_result') {
+      // The tool-call log is written with the event: both or neither.
+      return this.db.transaction(async (tx) => {
+        const stored = await new EventRepository(tx).insert(tenantId, conversationId, runId, event);
+        await new ToolLogRepository(tx).recordEvent(tenantId, stored);
+        return stored;
+      });
+    }
+    return this.insert(tenantId, conversationId, runId, event);
+  }
+
+  private async insert(
+    tenantId: string,
+    conversationId: string,
+    runId: string,
+    event: AgentEvent,
+  ): Promise<StoredEvent> {
     try {
       const res = await this.db.query<EventRow>(
         `WITH c AS (

@@ -5,9 +5,10 @@ import { randomUUID } from 'node:crypto';
 import { AppError } from '@hako/core';
 import type { Queryable } from '../db/pool.js';
 import { isUniqueViolation } from '../db/pool.js';
-import type { AgentEvent, StoredEvent, Usage } from '../types.js';
+import type { AgentEvent, Executor, StoredEvent, Usage } from '../types.js';
 import { conversationNotFound, isUuid, iso, isoOrNull, num, numOrNull, toJsonb } from './common.js';
 import { EventRepository } from './events.js';
+import { UsageRepository } from './usage.js';
 
 export type RunStatus = 'running' | 'completed' | 'failed' | 'cancelled';
 export type FinalRunStatus = Exclude<RunStatus, 'running'>;
@@ -28,6 +29,10 @@ export interface Run {
   endedAt: string | null;
   /** The Redis conversation-lock token the run held. */
   lockToken: string | null;
+  /** The model the run used (null: none configured, Claude Code's default). */
+  modelId: string | null;
+  /** Who ran it (the execute request's executor). */
+  executor: Executor | null;
 }
 
 export interface RunOutcome {
@@ -66,10 +71,29 @@ interface RunRow {
   started_at: Date;
   ended_at: Date | null;
   lock_token: string | null;
+  model_id: string | null;
+  executor_user_id: string | null;
+  executor_name: string | null;
+  executor_email: string | null;
 }
 
 const COLUMNS = `id, conversation_id, tenant_id, status, prompt, usage, cost_usd, turn_count, duration_ms,
-  error_code, started_at, ended_at, lock_token`;
+  error_code, started_at, ended_at, lock_token, model_id, executor_user_id, executor_name, executor_email`;
+
+const ZERO_USAGE: Usage = {
+  inputTokens: 0,
+  outputTokens: 0,
+  cacheCreationInputTokens: 0,
+  cacheReadInputTokens: 0,
+};
+
+/**
+ * The run's cost from its model's prices (USD per million tokens, numeric: exact, rounded to 8
+ * places once), or null when the model is unregistered or unpriced. Tokens are $9..$12.
+ */
+const PRICED_COST = `(SELECT round(($9::numeric * m.input_price + $10::numeric * m.output_price
+    + $11::numeric * m.cache_creation_price + $12::numeric * m.cache_read_price) / 1000000, 8)
+  FROM models m WHERE m.id = runs.model_id AND m.input_price IS NOT NULL)`;
 
 function toRun(r: RunRow): Run {
   return {
@@ -86,6 +110,15 @@ function toRun(r: RunRow): Run {
     startedAt: iso(r.started_at),
     endedAt: isoOrNull(r.ended_at),
     lockToken: r.lock_token,
+    modelId: r.model_id ?? null,
+    executor:
+      r.executor_user_id === null || r.executor_user_id === undefined
+        ? null
+        : {
+            userId: r.executor_user_id,
+            ...(r.executor_name === null ? {} : { name: r.executor_name }),
+            ...(r.executor_email === null ? {} : { email: r.executor_email }),
+          },
   };
 }
 
@@ -112,15 +145,30 @@ export class RunRepository {
     conversationId: string;
     prompt: string;
     lockToken?: string;
+    /** The model chosen for the run (chooseRunModel); undefined: none. */
+    modelId?: string | undefined;
+    executor?: Executor | undefined;
   }): Promise<Run> {
     const { tenantId, conversationId } = input;
     if (!isUuid(tenantId) || !isUuid(conversationId)) throw conversationNotFound(conversationId);
+    const e = input.executor;
     try {
       const res = await this.db.query<RunRow>(
-        `INSERT INTO runs (id, conversation_id, tenant_id, prompt, lock_token)
-         SELECT $1, c.id, c.tenant_id, $4, $5 FROM conversations c WHERE c.id = $2 AND c.tenant_id = $3
+        `INSERT INTO runs (id, conversation_id, tenant_id, prompt, lock_token, model_id, executor_user_id,
+           executor_name, executor_email)
+         SELECT $1, c.id, c.tenant_id, $4, $5, $6, $7, $8, $9 FROM conversations c WHERE c.id = $2 AND c.tenant_id = $3
          RETURNING ${COLUMNS}`,
-        [randomUUID(), conversationId, tenantId, input.prompt, input.lockToken ?? null],
+        [
+          randomUUID(),
+          conversationId,
+          tenantId,
+          input.prompt,
+          input.lockToken ?? null,
+          input.modelId ?? null,
+          e?.userId ?? null,
+          e?.name ?? null,
+          e?.email ?? null,
+        ],
       );
       const row = res.rows[0];
       if (!row) throw conversationNotFound(conversationId);
@@ -150,8 +198,12 @@ export class RunRepository {
 
   /**
    * Ends a running run with `outcome` and appends `finalEvents` in order (normally one `done`;
-   * a reaper may add an `error` before it) in one transaction: either all of it is stored or
-   * nothing. Answers the last stored event, or undefined when
+   * a reaper may add an `error` before it) and the run's usage record (usage.ts) in one
+   * transaction: either all of it is stored or nothing. The run's cost is computed here, in SQL
+   * numeric, from its model's prices and the outcome's tokens, rounded to 8 places once; when the
+   * model is unregistered or unpriced it is `outcome.costUsd` (Claude Code's own figure) rounded
+   * the same way. The final `done` event's `cost_usd` is replaced by that cost, so done events,
+   * runs and usage records agree exactly. Answers the last stored event, or undefined when
    * the run had already ended (a reaper and the run's own API both finishing it: the first one
    * wins, the second changes nothing). RUN_NOT_FOUND when the run is not `tenantId`'s.
    */
@@ -173,22 +225,29 @@ export class RunRepository {
     if (outcome.costUsd !== undefined && !(Number.isFinite(outcome.costUsd) && outcome.costUsd >= 0)) {
       throw new AppError('INVALID_ARGUMENT', `costUsd must be a non-negative number, not ${outcome.costUsd}`);
     }
+    const usage = outcome.usage ?? ZERO_USAGE;
+    for (const [k, v] of Object.entries(usage)) checkCount(`usage.${k}`, v as number);
     return this.db.transaction(async (tx) => {
-      const res = await tx.query<{ conversation_id: string }>(
-        `UPDATE runs SET status = $3, usage = $4::jsonb, cost_usd = $5, turn_count = $6,
+      const res = await tx.query<{ conversation_id: string; cost_usd: string; priced: boolean }>(
+        `UPDATE runs SET status = $3, usage = $4::jsonb, cost_usd = COALESCE(${PRICED_COST}, round($5::numeric, 8)),
+           turn_count = $6,
            duration_ms = COALESCE($7, (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint),
            error_code = $8, ended_at = clock_timestamp()
          WHERE id = $1 AND tenant_id = $2 AND status = 'running'
-         RETURNING conversation_id`,
+         RETURNING conversation_id, cost_usd::text AS cost_usd, ${PRICED_COST} IS NOT NULL AS priced`,
         [
           runId,
           tenantId,
           outcome.status,
           toJsonb(outcome.usage),
-          outcome.costUsd ?? null,
+          outcome.costUsd ?? 0,
           outcome.turnCount ?? null,
           outcome.durationMs ?? null,
           outcome.errorCode ?? null,
+          usage.inputTokens,
+          usage.outputTokens,
+          usage.cacheCreationInputTokens,
+          usage.cacheReadInputTokens,
         ],
       );
       const row = res.rows[0];
@@ -196,9 +255,20 @@ export class RunRepository {
         await new RunRepository(tx).get(tenantId, runId); // RUN_NOT_FOUND, or it already ended
         return undefined;
       }
+      // Only a well-formed done event (an object) gets the cost; anything else is stored as given.
+      const lastDone = events.findLastIndex((ev) => ev.type === 'done' && !Array.isArray(ev.data));
+      const final = events.map((ev, i) =>
+        i === lastDone ? { ...ev, data: { ...ev.data, cost_usd: Number(row.cost_usd) } } : ev,
+      );
       const log = new EventRepository(tx);
       let stored: StoredEvent | undefined;
-      for (const ev of events) stored = await log.append(tenantId, row.conversation_id, runId, ev);
+      for (const ev of final) stored = await log.append(tenantId, row.conversation_id, runId, ev);
+      await new UsageRepository(tx).recordRun(
+        tenantId,
+        runId,
+        usage,
+        row.priced ? 'model_prices' : 'reported',
+      );
       if (outcome.sessionId !== undefined || outcome.contextTokens !== undefined) {
         await tx.query(
           `UPDATE conversations SET session_id = COALESCE($3, session_id),

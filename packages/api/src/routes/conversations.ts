@@ -17,8 +17,15 @@ import type {
 export interface ConversationRouteDeps {
   createConversation: (
     tenantId: string,
-    input: { title?: string | null; workspaceEnabled?: boolean; userId?: string | null },
+    input: {
+      title?: string | null;
+      workspaceEnabled?: boolean;
+      userId?: string | null;
+      modelId?: string | null;
+    },
   ) => Promise<Conversation>;
+  /** Sets the conversation's model (null: the tenant default); MODEL_UNKNOWN, MODEL_DISABLED. */
+  setConversationModel: (tenantId: string, id: string, modelId: string | null) => Promise<Conversation>;
   /** CONVERSATION_NOT_FOUND when it is not one of the tenant's. */
   getConversation: (tenantId: string, id: string) => Promise<Conversation>;
   /** Newest first, filtered, one page (ConversationRepository.listPage). */
@@ -55,6 +62,7 @@ export const conversationSchema = {
     'user_id',
     'archived',
     'archived_at',
+    'model_id',
     'created_at',
     'updated_at',
   ],
@@ -78,6 +86,10 @@ export const conversationSchema = {
       description: 'An archived conversation keeps its data but refuses executes and uploads.',
     },
     archived_at: { type: ['string', 'null'], format: 'date-time' },
+    model_id: {
+      type: ['string', 'null'],
+      description: "The model it picked (GET /v1/models); null: the tenant's default model.",
+    },
     created_at: { type: 'string', format: 'date-time' },
     updated_at: { type: 'string', format: 'date-time' },
   },
@@ -95,6 +107,7 @@ export function conversationToWire(c: Conversation, contextLimit: number): Recor
     user_id: c.userId,
     archived: c.archivedAt !== null,
     archived_at: c.archivedAt,
+    model_id: c.modelId ?? null,
     created_at: c.createdAt,
     updated_at: c.updatedAt,
   };
@@ -111,6 +124,7 @@ const exampleConversation = {
   user_id: 'user-42',
   archived: false,
   archived_at: null,
+  model_id: null,
   created_at: EXAMPLE_TIME,
   updated_at: EXAMPLE_TIME,
 };
@@ -147,14 +161,29 @@ interface ListQuery {
 }
 
 interface UpdateBody {
+  model_id?: string | null;
   title?: string | null;
   user_id?: string | null;
   workspace_enabled?: unknown;
 }
 
+const modelIdField = {
+  type: ['string', 'null'],
+  maxLength: 200,
+  description:
+    "A registered, active model for this conversation's runs (GET /v1/models); null or absent: the tenant's default.",
+} as const;
+
 export function registerConversationRoutes(app: FastifyInstance, deps: ConversationRouteDeps): void {
   app.post<{
-    Body: { title?: string | null; workspace_enabled?: boolean; user_id?: string | null } | undefined;
+    Body:
+      | {
+          title?: string | null;
+          workspace_enabled?: boolean;
+          user_id?: string | null;
+          model_id?: string | null;
+        }
+      | undefined;
   }>(
     '/v1/conversations',
     {
@@ -177,6 +206,7 @@ export function registerConversationRoutes(app: FastifyInstance, deps: Conversat
                 'Give the agent a persistent /workspace (synced to S3); false runs it in the read-only skills directory. Fixed at creation.',
             },
             user_id: { ...userIdSchema, type: ['string', 'null'] },
+            model_id: modelIdField,
           },
         },
         response: { 201: conversationSchema },
@@ -190,6 +220,7 @@ export function registerConversationRoutes(app: FastifyInstance, deps: Conversat
         auth: 'tenant',
         docs: {
           bodyOptional: true,
+          errors: ['MODEL_UNKNOWN', 'MODEL_DISABLED'],
           example: {
             body: { title: 'Quarterly report', user_id: 'user-42' },
             response: { status: 201, body: exampleConversation },
@@ -200,10 +231,16 @@ export function registerConversationRoutes(app: FastifyInstance, deps: Conversat
     async (req, reply) => {
       const tenant = tenantOf(req);
       const body = req.body ?? {};
-      const input: { title?: string | null; workspaceEnabled?: boolean; userId?: string | null } = {};
+      const input: {
+        title?: string | null;
+        workspaceEnabled?: boolean;
+        userId?: string | null;
+        modelId?: string | null;
+      } = {};
       if (body.title !== undefined) input.title = body.title;
       if (body.workspace_enabled !== undefined) input.workspaceEnabled = body.workspace_enabled;
       if (body.user_id !== undefined) input.userId = body.user_id;
+      if (body.model_id !== undefined) input.modelId = body.model_id;
       const conv = await deps.createConversation(tenant.id, input);
       req.log.info({ tenantId: tenant.id, conversationId: conv.id }, 'conversation created');
       return reply.code(201).send(conversationToWire(conv, tenant.settings.maxContextTokens));
@@ -338,9 +375,9 @@ export function registerConversationRoutes(app: FastifyInstance, deps: Conversat
     '/v1/conversations/:id',
     {
       schema: {
-        summary: "Change a conversation's title or user_id",
+        summary: "Change a conversation's title, user_id or model",
         description:
-          'Only the fields given change. A title set here is never replaced by a later execute; null clears it (the next execute titles the conversation from its prompt). workspace_enabled is fixed at creation (FIELD_IMMUTABLE). Archived conversations can be renamed too.',
+          'Only the fields given change. A title set here is never replaced by a later execute; null clears it (the next execute titles the conversation from its prompt). workspace_enabled is fixed at creation (FIELD_IMMUTABLE). Archived conversations can be renamed too. A new model_id applies from the next execute; a run going on keeps its own.',
         tags: ['conversations'],
         params: conversationParams,
         body: {
@@ -356,6 +393,7 @@ export function registerConversationRoutes(app: FastifyInstance, deps: Conversat
               description: 'The new title (not blank), or null to clear it.',
             },
             user_id: { ...userIdSchema, type: ['string', 'null'] },
+            model_id: modelIdField,
             workspace_enabled: {
               description: 'Refused with FIELD_IMMUTABLE: create another conversation instead.',
             },
@@ -366,7 +404,7 @@ export function registerConversationRoutes(app: FastifyInstance, deps: Conversat
       config: {
         auth: 'tenant',
         docs: {
-          errors: ['CONVERSATION_NOT_FOUND', 'FIELD_IMMUTABLE'],
+          errors: ['CONVERSATION_NOT_FOUND', 'FIELD_IMMUTABLE', 'MODEL_UNKNOWN', 'MODEL_DISABLED'],
           example: {
             params: { id: EXAMPLE_CONVERSATION_ID },
             body: { title: 'Q3 report, final' },
@@ -388,6 +426,9 @@ export function registerConversationRoutes(app: FastifyInstance, deps: Conversat
       const change: ConversationUpdate = {};
       if (body.title !== undefined) change.title = body.title;
       if (body.user_id !== undefined) change.userId = body.user_id;
+      if (body.model_id !== undefined) {
+        await deps.setConversationModel(tenant.id, req.params.id, body.model_id);
+      }
       const conv = await deps.updateConversation(tenant.id, req.params.id, change);
       req.log.info(
         { tenantId: tenant.id, conversationId: conv.id, fields: Object.keys(body) },

@@ -164,6 +164,8 @@ function registerExecuteRoute(app: FastifyInstance, deps: ExecuteRouteDeps): voi
             'CONVERSATION_ARCHIVED',
             'WORKSPACE_DISABLED',
             'CONTEXT_LIMIT_EXCEEDED',
+            'MODEL_UNKNOWN',
+            'MODEL_DISABLED',
             'CONVERSATION_LOCKED',
             'CONCURRENCY_LIMITED',
             'FILE_PATH_INVALID',

@@ -107,6 +107,7 @@ export function registerTenantRoutes(app: FastifyInstance, deps: TenantRouteDeps
       config: {
         auth: 'admin',
         docs: {
+          errors: ['MODEL_UNKNOWN', 'MODEL_DISABLED'],
           example: {
             body: {
               name: 'acme',

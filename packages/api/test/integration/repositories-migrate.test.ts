@@ -57,9 +57,12 @@ test('the package migrations apply to an empty database, are recorded with their
     'conversation_events',
     'conversation_files',
     'conversations',
+    'models',
     'runs',
     'schema_migrations',
     'tenants',
+    'tool_calls',
+    'usage_records',
     'workspace_objects',
   ]);
   assert.deepEqual(

@@ -31,6 +31,16 @@ const CONTRACT = [
   'GET /v1/conversations/{id}/files/presented',
   'GET /v1/conversations/{id}/file-versions/{path}',
   'GET /openapi.json',
+  'POST /v1/models',
+  'GET /v1/models',
+  'GET /v1/models/{id}',
+  'PATCH /v1/models/{id}',
+  'PATCH /v1/models/{id}/status',
+  'PUT /v1/tenants/{id}/model',
+  'GET /v1/usage',
+  'GET /v1/usage/summary',
+  'GET /v1/usage/cost-report',
+  'GET /v1/conversations/{id}/tool-logs',
 ];
 
 function operations(doc: Json): [string, Json][] {
@@ -80,13 +90,21 @@ test('the OpenAPI document has every route of the HTTP contract, each well-forme
     const expectAuth =
       path === '/openapi.json' || path === '/healthz'
         ? 'none'
-        : path.startsWith('/v1/tenants')
+        : path.startsWith('/v1/tenants') || (path.startsWith('/v1/models') && !key.startsWith('GET '))
           ? 'admin'
-          : 'tenant';
+          : path.startsWith('/v1/models')
+            ? 'admin_or_tenant'
+            : 'tenant';
     assert.equal(auth, expectAuth, key);
     assert.deepEqual(
       op.security,
-      auth === 'admin' ? [{ adminToken: [] }] : auth === 'tenant' ? [{ apiKey: [] }] : [],
+      auth === 'admin'
+        ? [{ adminToken: [] }]
+        : auth === 'tenant'
+          ? [{ apiKey: [] }]
+          : auth === 'admin_or_tenant'
+            ? [{ adminToken: [] }, { apiKey: [] }]
+            : [],
       key,
     );
     // Path parameters: exactly the ones in the path.
