@@ -15,6 +15,7 @@ import type { Queryable } from './db/pool.js';
 import { ApiKeyRepository } from './repositories/api-keys.js';
 import { ConversationRepository } from './repositories/conversations.js';
 import { FileRepository } from './repositories/files.js';
+import { McpServerRepository } from './repositories/mcp-servers.js';
 import { TenantRepository } from './repositories/tenants.js';
 import { WorkspaceObjectRepository } from './repositories/workspace-objects.js';
 import type { LockManager, ObjectStore, RateLimiter } from './types.js';
@@ -26,6 +27,7 @@ import { registerConversationRoutes } from './routes/conversations.js';
 import { DEFAULT_UPLOAD_LIMITS, registerFileRoutes } from './routes/files.js';
 import type { UploadLimits } from './routes/files.js';
 import { registerTenantRoutes } from './routes/tenants.js';
+import { mcpServerRouteDeps, registerMcpServerRoutes } from './routes/mcp-servers.js';
 
 /** The repository calls the HTTP routes make (the real ones: createAppRepos). */
 export interface AppRepos {
@@ -34,6 +36,10 @@ export interface AppRepos {
   conversations: Pick<ConversationRepository, 'create' | 'get' | 'list'>;
   files: Pick<FileRepository, 'list' | 'get' | 'upsert' | 'delete'>;
   workspaceObjects: Pick<WorkspaceObjectRepository, 'applyChanges'>;
+  mcpServers: Pick<
+    McpServerRepository,
+    'create' | 'list' | 'get' | 'update' | 'delete' | 'listForConversation' | 'setOverride' | 'clearOverride'
+  >;
   /** Runs `fn` with repositories bound to one transaction: all of it or nothing. */
   transaction<T>(fn: (tx: AppRepos) => Promise<T>): Promise<T>;
 }
@@ -46,6 +52,7 @@ export function createAppRepos(db: Queryable): AppRepos {
     conversations: new ConversationRepository(db),
     files: new FileRepository(db),
     workspaceObjects: new WorkspaceObjectRepository(db),
+    mcpServers: new McpServerRepository(db),
     transaction: (fn) => db.transaction((tx) => fn(createAppRepos(tx))),
   };
 }
@@ -180,6 +187,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         return existed;
       }),
   });
+  registerMcpServerRoutes(app, mcpServerRouteDeps(repos.mcpServers));
   for (const plugin of deps.routes ?? []) await plugin(app);
 
   let document: Record<string, unknown> | undefined;

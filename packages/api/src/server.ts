@@ -35,6 +35,8 @@ import { ConversationRepository } from './repositories/conversations.js';
 import { FileRepository } from './repositories/files.js';
 import { WorkspaceObjectRepository } from './repositories/workspace-objects.js';
 import { buildAgentOptions } from './agent/options-builder.js';
+import { McpServerRepository } from './repositories/mcp-servers.js';
+import { effectiveMcpServers, runMcpServers, skippedMcpNote } from './mcp/effective-set.js';
 import { runAgent } from './agent/runner.js';
 import type { AgentClient } from '@hako/proto';
 import type { AgentEvent, ConcurrencyLimiter, LockManager, RateLimiter, Tenant } from './types.js';
@@ -127,7 +129,7 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
       runs: runStore(db),
       sandboxes: sandboxPort(sandboxes, new ConversationRepository(db), config),
       workspace: workspacePort(workspace, new WorkspaceObjectRepository(db), clientOf),
-      agent: agentPort(logger, clientOf, config.HAKO_DEFAULT_MODEL),
+      agent: agentPort(logger, clientOf, config.HAKO_DEFAULT_MODEL, new McpServerRepository(db)),
     };
 
     const reaper = setInterval(() => {
@@ -387,6 +389,7 @@ function agentPort(
   logger: Logger,
   clientOf: (t: SandboxTarget) => AgentClient,
   defaultModel: string | undefined,
+  mcpServers: McpServerRepository,
 ): AgentPort {
   return {
     run: async ({ target, tenant, conversation, prompt, signal, onEvent }) => {
@@ -396,9 +399,21 @@ function agentPort(
       else signal.addEventListener('abort', onAbort, { once: true });
       try {
         const settings = settingsWithModel(tenant, defaultModel);
+        // exactly the conversation's effective set; a remote server the allowlist no longer covers is skipped
+        const mcp = runMcpServers(
+          effectiveMcpServers(
+            await mcpServers.listForConversation(tenant.id, conversation.id),
+            settings.egressAllow,
+          ),
+          logger,
+          { tenantId: tenant.id, conversationId: conversation.id },
+        );
+        const mcpNote = skippedMcpNote(mcp.skipped);
+        if (mcpNote.progress) await onEvent(mcpNote.progress);
         const options = buildAgentOptions({
           tenantId: tenant.id,
           settings,
+          mcpServers: mcp.servers,
           conversation,
           sandbox: { client: clientOf(target), sandboxId: target.sandboxId },
           abortController,
@@ -410,7 +425,7 @@ function agentPort(
           prompt,
           contextLimit: tenant.settings.maxContextTokens,
           logger,
-          onEvent: (ev: AgentEvent) => (ev.type === 'done' ? undefined : onEvent(ev)),
+          onEvent: (ev: AgentEvent) => (ev.type === 'done' ? undefined : onEvent(mcpNote.annotateInit(ev))),
         });
         // A cancelled run is cancelled even when Claude Code still managed to finish its turn
         // during the SDK's grace period.

@@ -24,6 +24,14 @@ const CONTRACT = [
   'GET /v1/conversations/{id}/files/{path}',
   'DELETE /v1/conversations/{id}/files/{path}',
   'GET /openapi.json',
+  'POST /v1/mcp-servers',
+  'GET /v1/mcp-servers',
+  'GET /v1/mcp-servers/{id}',
+  'PATCH /v1/mcp-servers/{id}',
+  'DELETE /v1/mcp-servers/{id}',
+  'GET /v1/conversations/{id}/mcp-servers',
+  'PUT /v1/conversations/{id}/mcp-servers/{serverId}',
+  'DELETE /v1/conversations/{id}/mcp-servers/{serverId}',
 ];
 
 function operations(doc: Json): [string, Json][] {
