@@ -34,10 +34,10 @@ interface RpcMessage {
 export async function startMcpHttpServer(marker: string): Promise<McpHttpServer> {
   const requests: McpHttpRequest[] = [];
   const answer = (m: RpcMessage): Record<string, unknown> => {
-    switch (m.method) {
+    switch (m.method ?? '') {
       case 'initialize':
         return {
-          protocolVersion: (m.params?.protocolVersion as string | undefined) ?? '2025-06-18',
+          protocolVersion: m.params?.protocolVersion ?? '2025-06-18',
           capabilities: { tools: {} },
           serverInfo: { name: 'remote-probe', version: '1' },
         };

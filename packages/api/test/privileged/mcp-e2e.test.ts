@@ -14,6 +14,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { createAgentClient, runExec } from '@hako/agentd';
 import { parseSse, startStack } from '../helpers/stack.js';
 import type { Stack } from '../helpers/stack.js';
 import { startMcpHttpServer } from '../helpers/mcp-http-server.js';
@@ -208,6 +209,23 @@ test('registered MCP servers: stdio in the sandbox, remote through the egress pr
     text: 'through-the-proxy',
   });
   assert.equal(callSeen.headers.authorization, headerSecret);
+
+  // ...and only through the proxy: a direct connection from the sandbox to that address fails
+  const client = createAgentClient({ address: s.agent.address, tls: { dir: s.pkiDir } });
+  try {
+    const direct = await runExec(client, {
+      ownerId: tenantId,
+      sandboxId,
+      argv: [
+        'node',
+        '-e',
+        `require('http').get(${JSON.stringify(srv.url)}, (r) => console.log('direct', r.statusCode)).on('error', (e) => console.log('direct-error', e.code))`,
+      ],
+    });
+    assert.equal(direct.stdout.toString().trim(), 'direct-error ECONNREFUSED', direct.stderr.toString());
+  } finally {
+    client.close();
+  }
 
   // the model was told of exactly the enabled servers' tools (Claude Code defers MCP tools behind
   // ToolSearch and names them in the request rather than in `tools`)
