@@ -36,7 +36,7 @@ import { FileRepository } from './repositories/files.js';
 import { WorkspaceObjectRepository } from './repositories/workspace-objects.js';
 import { buildAgentOptions } from './agent/options-builder.js';
 import { McpServerRepository } from './repositories/mcp-servers.js';
-import { effectiveMcpServers, runMcpServers, skippedMcpNote } from './mcp/effective-set.js';
+import { prepareRunMcpServers } from './mcp/effective-set.js';
 import { runAgent } from './agent/runner.js';
 import type { AgentClient } from '@hako/proto';
 import type { AgentEvent, ConcurrencyLimiter, LockManager, RateLimiter, Tenant } from './types.js';
@@ -400,16 +400,13 @@ function agentPort(
       try {
         const settings = settingsWithModel(tenant, defaultModel);
         // exactly the conversation's effective set; a remote server the allowlist no longer covers is skipped
-        const mcp = runMcpServers(
-          effectiveMcpServers(
-            await mcpServers.listForConversation(tenant.id, conversation.id),
-            settings.egressAllow,
-          ),
+        const mcp = await prepareRunMcpServers(mcpServers, {
+          tenantId: tenant.id,
+          conversationId: conversation.id,
+          egressAllow: settings.egressAllow,
           logger,
-          { tenantId: tenant.id, conversationId: conversation.id },
-        );
-        const mcpNote = skippedMcpNote(mcp.skipped);
-        if (mcpNote.progress) await onEvent(mcpNote.progress);
+        });
+        if (mcp.progress) await onEvent(mcp.progress);
         const options = buildAgentOptions({
           tenantId: tenant.id,
           settings,
@@ -425,7 +422,7 @@ function agentPort(
           prompt,
           contextLimit: tenant.settings.maxContextTokens,
           logger,
-          onEvent: (ev: AgentEvent) => (ev.type === 'done' ? undefined : onEvent(mcpNote.annotateInit(ev))),
+          onEvent: (ev: AgentEvent) => (ev.type === 'done' ? undefined : onEvent(mcp.annotateInit(ev))),
         });
         // A cancelled run is cancelled even when Claude Code still managed to finish its turn
         // during the SDK's grace period.

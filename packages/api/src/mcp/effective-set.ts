@@ -113,3 +113,22 @@ export function skippedMcpNote(skipped: readonly SkippedMcpServer[]): {
       ev.type === 'init' && list.length > 0 ? { ...ev, data: { ...ev.data, mcp_servers_skipped: list } } : ev,
   };
 }
+
+/**
+ * Everything a run needs about MCP servers, from the registry: the servers to pass to the SDK
+ * (the conversation's effective set, minus remote ones the allowlist no longer covers, each
+ * logged), a `progress` event to send before the agent starts when some were skipped, and the
+ * init-event annotation naming them.
+ */
+export async function prepareRunMcpServers(
+  repo: { listForConversation(tenantId: string, conversationId: string): Promise<ConversationMcpServer[]> },
+  input: { tenantId: string; conversationId: string; egressAllow: readonly string[]; logger: Logger },
+): Promise<RunMcpServers & ReturnType<typeof skippedMcpNote>> {
+  const { tenantId, conversationId } = input;
+  const states = effectiveMcpServers(
+    await repo.listForConversation(tenantId, conversationId),
+    input.egressAllow,
+  );
+  const run = runMcpServers(states, input.logger, { tenantId, conversationId });
+  return { ...run, ...skippedMcpNote(run.skipped) };
+}

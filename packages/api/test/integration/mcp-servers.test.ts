@@ -14,7 +14,7 @@ import { MemoryRateLimiter } from '../../src/coord/memory-rate-limiter.js';
 import { S3ObjectStore } from '../../src/storage/s3-object-store.js';
 import { loadMigrations, migrate } from '../../src/db/migrate.js';
 import { McpServerRepository } from '../../src/repositories/mcp-servers.js';
-import { effectiveMcpServers, runMcpServers, skippedMcpNote } from '../../src/mcp/effective-set.js';
+import { prepareRunMcpServers } from '../../src/mcp/effective-set.js';
 import { buildAgentOptions } from '../../src/agent/options-builder.js';
 import { DEFAULT_TENANT_SETTINGS } from '../../src/http/tenant-settings.js';
 import { startPostgresFixture } from '../helpers/db.js';
@@ -437,11 +437,13 @@ test('per conversation: overrides, back to the default, the effective set the op
   const repo = new McpServerRepository(db.db);
   const tenant = { id: t.id, egressAllow: ['127.0.0.1:8123'] };
   const sdkSet = async (conv: string, egressAllow = tenant.egressAllow): Promise<Record<string, unknown>> => {
-    const run = runMcpServers(
-      effectiveMcpServers(await repo.listForConversation(t.id, conv), egressAllow),
-      silentLogger(),
-      { tenantId: t.id, conversationId: conv },
-    );
+    // what server.ts's agent port does for a run
+    const run = await prepareRunMcpServers(repo, {
+      tenantId: t.id,
+      conversationId: conv,
+      egressAllow,
+      logger: silentLogger(),
+    });
     return buildAgentOptions({
       tenantId: t.id,
       settings: DEFAULT_TENANT_SETTINGS,
@@ -488,14 +490,12 @@ test('per conversation: overrides, back to the default, the effective set the op
     (await states(c2)).find(([n]) => n === 'remote'),
     ['remote', false, 'egress_denied', null],
   );
-  const run = runMcpServers(
-    effectiveMcpServers(await repo.listForConversation(t.id, c2), []),
-    silentLogger(),
-    {
-      tenantId: t.id,
-      conversationId: c2,
-    },
-  );
+  const run = await prepareRunMcpServers(repo, {
+    tenantId: t.id,
+    conversationId: c2,
+    egressAllow: [],
+    logger: silentLogger(),
+  });
   assert.deepEqual(
     run.servers.map((s) => s.name),
     ['on'],
@@ -504,15 +504,15 @@ test('per conversation: overrides, back to the default, the effective set the op
     run.skipped.map((s) => [s.name, s.reason]),
     [['remote', 'egress_denied']],
   );
-  const note = skippedMcpNote(run.skipped);
-  assert.deepEqual(note.progress?.data, {
+
+  assert.deepEqual(run.progress?.data, {
     step: 'mcp_servers',
     status: 'skipped',
     servers: [{ name: 'remote', reason: 'egress_denied', detail: run.skipped[0]?.detail }],
   });
   assert.match(String(run.skipped[0]?.detail), /127\.0\.0\.1:8123 is not on the tenant's egress allowlist/);
-  const init = note.annotateInit({ type: 'init', data: { mcp_servers: [] } });
-  assert.deepEqual(init.data.mcp_servers_skipped, note.progress?.data.servers);
+  const init = run.annotateInit({ type: 'init', data: { mcp_servers: [] } });
+  assert.deepEqual(init.data.mcp_servers_skipped, run.progress?.data.servers);
 
   // deleting a server drops its overrides; deleting a conversation drops its overrides
   assert.equal((await call(app, t.key, 'DELETE', `/v1/mcp-servers/${remote}`)).status, 204);
