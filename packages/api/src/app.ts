@@ -16,6 +16,7 @@ import { ApiKeyRepository } from './repositories/api-keys.js';
 import { ConversationRepository } from './repositories/conversations.js';
 import { FileRepository } from './repositories/files.js';
 import { MessageRepository } from './repositories/messages.js';
+import { McpServerRepository } from './repositories/mcp-servers.js';
 import { TenantRepository } from './repositories/tenants.js';
 import { WorkspaceObjectRepository } from './repositories/workspace-objects.js';
 import { PresentedFileRepository } from './repositories/presented-files.js';
@@ -42,6 +43,7 @@ import { DEFAULT_UPLOAD_LIMITS, registerFileRoutes } from './routes/files.js';
 import type { UploadLimits } from './routes/files.js';
 import { registerTenantRoutes } from './routes/tenants.js';
 import { registerPresentedFileRoutes } from './routes/presented-files.js';
+import { mcpServerRouteDeps, registerMcpServerRoutes } from './routes/mcp-servers.js';
 
 /** The repository calls the HTTP routes make (the real ones: createAppRepos). */
 export interface AppRepos {
@@ -66,6 +68,10 @@ export interface AppRepos {
   models: ModelRepository;
   usage: Pick<UsageRepository, 'list' | 'summary' | 'costReport'>;
   toolLogs: Pick<ToolLogRepository, 'list'>;
+  mcpServers: Pick<
+    McpServerRepository,
+    'create' | 'list' | 'get' | 'update' | 'delete' | 'listForConversation' | 'setOverride' | 'clearOverride'
+  >;
   /** Runs `fn` with repositories bound to one transaction: all of it or nothing. */
   transaction<T>(fn: (tx: AppRepos) => Promise<T>): Promise<T>;
 }
@@ -83,6 +89,7 @@ export function createAppRepos(db: Queryable): AppRepos {
     models: new ModelRepository(db),
     usage: new UsageRepository(db),
     toolLogs: new ToolLogRepository(db),
+    mcpServers: new McpServerRepository(db),
     transaction: (fn) => db.transaction((tx) => fn(createAppRepos(tx))),
   };
 }
@@ -277,6 +284,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   registerUsageRoutes(app, { usage: repos.usage });
   registerToolLogRoutes(app, { toolLogs: repos.toolLogs });
+  registerMcpServerRoutes(app, mcpServerRouteDeps(repos.mcpServers));
   for (const plugin of deps.routes ?? []) await plugin(app);
 
   let document: Record<string, unknown> | undefined;

@@ -39,6 +39,8 @@ import { createAttachmentPort, sandboxWriter } from './execute/attachments.js';
 import { HAKO_MCP_SERVER, PresentMarks, createHakoMcpServer } from './agent/hako-tools.js';
 import { ModelRepository, chooseRunModel } from './repositories/models.js';
 import { buildAgentOptions } from './agent/options-builder.js';
+import { McpServerRepository } from './repositories/mcp-servers.js';
+import { prepareRunMcpServers } from './mcp/effective-set.js';
 import { runAgent } from './agent/runner.js';
 import type { AgentClient } from '@hako/proto';
 import { isAppError } from '@hako/core';
@@ -133,7 +135,7 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
       runs: runStore(db, logger),
       sandboxes: sandboxPort(sandboxes, new ConversationRepository(db), config),
       workspace: workspacePort(workspace, new WorkspaceObjectRepository(db), clientOf),
-      agent: agentPort(logger, clientOf),
+      agent: agentPort(logger, clientOf, new McpServerRepository(db)),
       models: {
         choose: (tenant, conversation) =>
           chooseRunModel(new ModelRepository(db), {
@@ -454,7 +456,11 @@ function workspacePort(
   };
 }
 
-function agentPort(logger: Logger, clientOf: (t: SandboxTarget) => AgentClient): AgentPort {
+function agentPort(
+  logger: Logger,
+  clientOf: (t: SandboxTarget) => AgentClient,
+  mcpServers: McpServerRepository,
+): AgentPort {
   return {
     run: async ({ target, tenant, conversation, prompt, model, signal, onEvent }) => {
       const abortController = new AbortController();
@@ -465,9 +471,18 @@ function agentPort(logger: Logger, clientOf: (t: SandboxTarget) => AgentClient):
         // The model beginExecute chose (conversation, tenant default, HAKO_DEFAULT_MODEL).
         const settings = { ...tenant.settings, model };
         const marks = new PresentMarks();
+        // exactly the conversation's effective set; a remote server the allowlist no longer covers is skipped
+        const mcp = await prepareRunMcpServers(mcpServers, {
+          tenantId: tenant.id,
+          conversationId: conversation.id,
+          egressAllow: settings.egressAllow,
+          logger,
+        });
+        if (mcp.progress) await onEvent(mcp.progress);
         const options = buildAgentOptions({
           tenantId: tenant.id,
           settings,
+          mcpServers: mcp.servers,
           conversation,
           sandbox: { client: clientOf(target), sandboxId: target.sandboxId },
           abortController,
@@ -480,7 +495,7 @@ function agentPort(logger: Logger, clientOf: (t: SandboxTarget) => AgentClient):
           prompt,
           contextLimit: tenant.settings.maxContextTokens,
           logger,
-          onEvent: (ev: AgentEvent) => (ev.type === 'done' ? undefined : onEvent(ev)),
+          onEvent: (ev: AgentEvent) => (ev.type === 'done' ? undefined : onEvent(mcp.annotateInit(ev))),
         });
         // A cancelled run is cancelled even when Claude Code still managed to finish its turn
         // during the SDK's grace period.

@@ -136,20 +136,12 @@ export interface TenantLimits {
   maxTurns: number;
 }
 
-export interface McpServerSetting {
-  type: 'stdio';
-  command: string;
-  args: string[];
-  env: Record<string, string>;
-}
-
 export interface TenantSettings {
   limits: TenantLimits;
   allowedTools: string[];
   disallowedTools: string[];
   /** HOST:PORT entries, as hakod's egress allowlist. */
   egressAllow: string[];
-  mcpServers: Record<string, McpServerSetting>;
   systemPrompt?: string;
   maxContextTokens: number;
   model?: string;
@@ -307,4 +299,32 @@ export interface ToolCallLog {
   startedAt: string;
   endedAt: string | null;
   durationMs: number | null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// MCP servers (the tenant's registry; per-conversation enablement)
+
+/** How Claude Code reaches an MCP server. */
+export type McpServerTransport =
+  /** A command Claude Code starts inside the sandbox, speaking MCP over stdio. */
+  | { type: 'stdio'; command: string; args: string[]; env: Record<string, string> }
+  /** A remote streamable-HTTP server, reached through hakod's egress proxy (allowlist). */
+  | { type: 'http'; url: string; headers: Record<string, string> };
+
+/** One server of a tenant's registry. `enabled` is the tenant default. */
+export type McpServer = {
+  id: string;
+  tenantId: string;
+  /** `[A-Za-z0-9_-]{1,64}`, unique per tenant regardless of case: the tools are `mcp__{name}__{tool}`. */
+  name: string;
+  enabled: boolean;
+  createdAt: string;
+  updatedAt: string;
+} & McpServerTransport;
+
+/** A server as one conversation sees it: its override (null when it follows the tenant default). */
+export interface ConversationMcpServer {
+  server: McpServer;
+  /** The conversation's own choice; null when none. */
+  override: boolean | null;
 }

@@ -279,6 +279,26 @@ export const ERROR_CODES = {
     summary: 'The model is disabled in the registry; pick an active one (GET /v1/models).',
   },
   MODEL_EXISTS: { grpc: 'ALREADY_EXISTS', http: 409, summary: 'A model with that id is already registered.' },
+  MCP_SERVER_INVALID: {
+    grpc: 'INVALID_ARGUMENT',
+    http: 422,
+    summary: 'The MCP server definition is not valid (name, command, URL, env or headers).',
+  },
+  MCP_SERVER_EXISTS: {
+    grpc: 'ALREADY_EXISTS',
+    http: 409,
+    summary: 'The tenant already has an MCP server with that name.',
+  },
+  MCP_SERVER_NOT_FOUND: {
+    grpc: 'NOT_FOUND',
+    http: 404,
+    summary: 'No MCP server with that id for this tenant.',
+  },
+  MCP_SERVER_EGRESS_DENIED: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 422,
+    summary: "The remote MCP server's host:port is not on the tenant's egress allowlist.",
+  },
   INTERNAL: { grpc: 'INTERNAL', http: 500, summary: 'An unexpected internal error.' },
 } as const satisfies Record<string, CodeSpec>;
 

@@ -14,8 +14,12 @@
  *   Bash/Edit/Task behaviour for every tenant that only wants to add context or rules.
  * - settingSources `[]` and strictMcpConfig: no settings, CLAUDE.md or .mcp.json from the
  *   workspace (which the agent itself writes) change the next run's tools or permissions.
- * - MCP servers (stdio) are children of the sandboxed Claude Code, so they run in the sandbox; they
- *   are delivered over stdin (`initialize`), so their env never appears on a command line.
+ * - MCP servers: exactly the conversation's effective set from the tenant's registry
+ *   (mcp/effective-set.ts). stdio servers are children of the sandboxed Claude Code, so they run in
+ *   the sandbox; http servers are reached by Claude Code through the sandbox's HTTP(S)_PROXY, i.e.
+ *   hakod's allowlisting egress proxy (Claude Code's HTTP MCP client honours it; there is no other
+ *   way out). They are delivered over stdin (`initialize`), so env values and headers never appear
+ *   on a command line.
  * - env: only what Claude Code needs from hako; the API process's environment is never inherited
  *   (Options.env replaces it) and the spawner filters again (claudeCodeEnv).
  * - cwd: /workspace when the workspace is enabled, else the tenant's read-only skills directory
@@ -32,7 +36,7 @@ import type {
 import type { Logger } from '@hako/core';
 import { CLAUDE_CODE_SANDBOX_PATH } from '@hako/agentd';
 import type { AgentClient } from '@hako/proto';
-import type { Conversation, TenantSettings } from '../types.js';
+import type { Conversation, McpServer, TenantSettings } from '../types.js';
 import { makeSpawner } from './claude-spawner.js';
 import type { SandboxProcess } from './sandbox-process.js';
 
@@ -63,11 +67,14 @@ export function builtInToolsOf(allowedTools: readonly string[]): string[] | unde
   return [...names];
 }
 
-/** Tenant MCP settings as the SDK's stdio server configs. */
-export function mcpServersOf(settings: TenantSettings): Record<string, McpServerConfig> {
+/** Registry servers (the run's effective set) as the SDK's server configs, by name. */
+export function mcpServersOf(servers: readonly McpServer[]): Record<string, McpServerConfig> {
   const out: Record<string, McpServerConfig> = {};
-  for (const [name, s] of Object.entries(settings.mcpServers)) {
-    out[name] = { type: 'stdio', command: s.command, args: [...s.args], env: { ...s.env } };
+  for (const s of servers) {
+    out[s.name] =
+      s.type === 'stdio'
+        ? { type: 'stdio', command: s.command, args: [...s.args], env: { ...s.env } }
+        : { type: 'http', url: s.url, headers: { ...s.headers } };
   }
   return out;
 }
@@ -75,6 +82,8 @@ export function mcpServersOf(settings: TenantSettings): Record<string, McpServer
 export interface AgentOptionsInput {
   readonly tenantId: string;
   readonly settings: TenantSettings;
+  /** The MCP servers the run gets: the conversation's effective set (none when undefined). */
+  readonly mcpServers?: readonly McpServer[] | undefined;
   readonly conversation: Pick<Conversation, 'id' | 'workspaceEnabled' | 'sessionId'>;
   /** The conversation's sandbox (owner = the tenant) and a client of its hakod. */
   readonly sandbox: { readonly client: AgentClient; readonly sandboxId: string };
@@ -104,7 +113,10 @@ export function buildAgentOptions(input: AgentOptionsInput): AgentOptions {
   if (conversation.workspaceEnabled) spawnEnv.CLAUDE_CONFIG_DIR = SANDBOX_CLAUDE_CONFIG_DIR;
   const tools = builtInToolsOf(settings.allowedTools);
   const inProcess = input.inProcessMcpServers ?? {};
-  const mcpServers: Record<string, McpServerConfig> = { ...mcpServersOf(settings), ...inProcess };
+  const mcpServers: Record<string, McpServerConfig> = {
+    ...mcpServersOf(input.mcpServers ?? []),
+    ...inProcess,
+  };
   // `mcp__{server}` allows every tool of the server: hako's own tools are not the tenant's to allowlist.
   const allowedTools =
     settings.allowedTools.length === 0

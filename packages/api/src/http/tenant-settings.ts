@@ -6,7 +6,7 @@
  */
 import { z } from 'zod/v4';
 import { AppError } from '@hako/core';
-import type { McpServerSetting, TenantSettings } from '../types.js';
+import type { TenantSettings } from '../types.js';
 
 const GIB = 1024 ** 3;
 const MIB = 1024 ** 2;
@@ -25,7 +25,6 @@ export const DEFAULT_TENANT_SETTINGS: TenantSettings = {
   allowedTools: [],
   disallowedTools: [],
   egressAllow: [],
-  mcpServers: {},
   maxContextTokens: 200_000,
 };
 
@@ -45,21 +44,6 @@ const egressEntry = z
     /^((\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5}|\*)$/,
     'host:port (host name, *.domain, IPv4 or [IPv6]; port 1-65535 or *)',
   );
-
-const mcpServerWire = z
-  .object({
-    type: z.literal('stdio').describe('Only stdio servers: the command runs inside the sandbox.'),
-    command: z.string().min(1).max(4096).describe('Program to run inside the sandbox.'),
-    args: z.array(z.string().max(4096)).max(256).default([]).describe('Its arguments.'),
-    env: z
-      .record(
-        z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'an environment variable name'),
-        z.string().max(32_768),
-      )
-      .default({})
-      .describe('Environment of the server (never put hako or cloud credentials here).'),
-  })
-  .strict();
 
 const limitsWire = z
   .object({
@@ -125,10 +109,6 @@ export const tenantSettingsWireSchema = z
       .describe(
         "The sandbox's egress allowlist (hakod's format); the Anthropic API is always reachable through hakod.",
       ),
-    mcp_servers: z
-      .record(z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and -'), mcpServerWire)
-      .default({})
-      .describe('MCP servers by name; they run inside the sandbox.'),
     system_prompt: z.string().max(100_000).optional().describe('Appended to the agent system prompt.'),
     max_context_tokens: z
       .number()
@@ -157,6 +137,13 @@ export type TenantSettingsWire = z.output<typeof tenantSettingsWireSchema>;
  * first bad field (`settings.limits.cpus`) in `details.field`.
  */
 export function parseTenantSettings(input: unknown): TenantSettings {
+  if (typeof input === 'object' && input !== null && 'mcp_servers' in input) {
+    throw new AppError(
+      'INVALID_ARGUMENT',
+      'settings.mcp_servers: MCP servers live in the registry now; register them with POST /v1/mcp-servers (tenant API key)',
+      { details: { field: 'settings.mcp_servers' } },
+    );
+  }
   const r = tenantSettingsWireSchema.safeParse(input ?? {});
   if (!r.success) {
     const issue = r.error.issues[0];
@@ -166,10 +153,6 @@ export function parseTenantSettings(input: unknown): TenantSettings {
     });
   }
   const w = r.data;
-  const mcpServers: Record<string, McpServerSetting> = {};
-  for (const [name, s] of Object.entries(w.mcp_servers)) {
-    mcpServers[name] = { type: s.type, command: s.command, args: s.args, env: s.env };
-  }
   const out: TenantSettings = {
     limits: {
       cpus: w.limits.cpus,
@@ -183,7 +166,6 @@ export function parseTenantSettings(input: unknown): TenantSettings {
     allowedTools: w.allowed_tools,
     disallowedTools: w.disallowed_tools,
     egressAllow: w.egress_allow,
-    mcpServers,
     maxContextTokens: w.max_context_tokens,
   };
   if (w.system_prompt !== undefined) out.systemPrompt = w.system_prompt;
@@ -206,12 +188,6 @@ export function tenantSettingsToWire(s: TenantSettings): TenantSettingsWire {
     allowed_tools: [...s.allowedTools],
     disallowed_tools: [...s.disallowedTools],
     egress_allow: [...s.egressAllow],
-    mcp_servers: Object.fromEntries(
-      Object.entries(s.mcpServers).map(([k, v]) => [
-        k,
-        { type: v.type, command: v.command, args: [...v.args], env: { ...v.env } },
-      ]),
-    ),
     max_context_tokens: s.maxContextTokens,
   };
   if (s.systemPrompt !== undefined) out.system_prompt = s.systemPrompt;

@@ -40,7 +40,6 @@ const SETTINGS: TenantSettings = {
   allowedTools: ['Bash', 'Read', 'Write'],
   disallowedTools: ['WebFetch'],
   egressAllow: ['pypi.org:443'],
-  mcpServers: { echo: { type: 'stdio', command: 'node', args: ['echo.js'], env: { A: '1' } } },
   systemPrompt: 'Be brief.',
   maxContextTokens: 150_000,
 };

@@ -27,7 +27,7 @@ import { buildAgentOptions } from '../../src/agent/options-builder.js';
 import { runAgent } from '../../src/agent/runner.js';
 import type { AgentRunSummary } from '../../src/agent/runner.js';
 import type { SandboxProcess } from '../../src/agent/sandbox-process.js';
-import type { AgentEvent, TenantSettings } from '../../src/types.js';
+import type { AgentEvent, McpServer, TenantSettings } from '../../src/types.js';
 
 const th = createTestHost();
 const logger = createLogger({ level: 'error', name: 'agent-sandbox-test' });
@@ -60,7 +60,6 @@ const settings: TenantSettings = {
   allowedTools: [],
   disallowedTools: [],
   egressAllow: [],
-  mcpServers: {},
   maxContextTokens: 200_000,
 };
 
@@ -142,6 +141,7 @@ async function run(
     sessionId?: string;
     onEvent?: (e: AgentEvent, ac: AbortController) => void;
     onSpawn?: (p: SandboxProcess) => void;
+    mcpServers?: McpServer[];
   } = {},
 ): Promise<Run> {
   model.setScript(script);
@@ -153,6 +153,7 @@ async function run(
     options: buildAgentOptions({
       tenantId: tenant,
       settings,
+      mcpServers: opts.mcpServers,
       conversation: { id: 'c', workspaceEnabled: true, sessionId: opts.sessionId ?? null },
       sandbox: { client, sandboxId },
       abortController: ac,
@@ -280,12 +281,24 @@ rl.on('line', (l) => {
 
 test("the tenant's MCP servers run inside the sandbox, with their env", async () => {
   const sb = await newSandbox('conv-mcp');
-  const saved = settings.mcpServers;
-  settings.mcpServers = {
-    probe: { type: 'stdio', command: 'node', args: ['-e', MCP_SERVER], env: { PROBE_ENV: 'from-tenant' } },
+  const probe: McpServer = {
+    id: 's1',
+    tenantId: tenant,
+    name: 'probe',
+    enabled: true,
+    createdAt: '',
+    updatedAt: '',
+    type: 'stdio',
+    command: 'node',
+    args: ['-e', MCP_SERVER],
+    env: { PROBE_ENV: 'from-tenant' },
   };
   try {
-    const r = await run(sb, { turns: [{ tool: 'mcp__probe__whoami', input: {} }, { text: 'done' }] });
+    const r = await run(
+      sb,
+      { turns: [{ tool: 'mcp__probe__whoami', input: {} }, { text: 'done' }] },
+      { mcpServers: [probe] },
+    );
     assert.equal(r.summary.status, 'completed', JSON.stringify(r.summary.error));
     const init = r.events.find((e) => e.type === 'init');
     assert.deepEqual(
@@ -295,7 +308,6 @@ test("the tenant's MCP servers run inside the sandbox, with their env", async ()
     const result = r.events.find((e) => e.type === 'tool_result');
     assert.equal(result?.data.output, `PROBE_ENV=from-tenant uid=1000 host=${sb}`);
   } finally {
-    settings.mcpServers = saved;
     await callUnary(client, 'destroySandbox', { ownerId: tenant, sandboxId: sb });
   }
 });

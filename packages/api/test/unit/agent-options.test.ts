@@ -27,9 +27,6 @@ const settings: TenantSettings = {
   allowedTools: [],
   disallowedTools: ['WebFetch'],
   egressAllow: [],
-  mcpServers: {
-    notes: { type: 'stdio', command: 'node', args: ['/skills/t1/notes.js'], env: { NOTES_TOKEN: 'abc' } },
-  },
   systemPrompt: 'Answer in French.',
   maxContextTokens: 100_000,
   model: 'claude-sonnet-4-5',
@@ -79,11 +76,36 @@ test('tool policy: disallowed tools removed; a non-empty allowlist also limits t
   assert.deepEqual(builtInToolsOf(['mcp__x__y']), [], 'only MCP tools: no built-in tool at all');
 });
 
-test('MCP servers run as stdio children of the sandboxed Claude Code, env delivered over stdin', () => {
-  const o = buildAgentOptions(input());
+test('MCP servers: exactly the given set, stdio run by the sandboxed Claude Code, http with headers; over stdin', () => {
+  const meta = { tenantId: 't1', enabled: true, createdAt: '', updatedAt: '' };
+  const o = buildAgentOptions(
+    input({
+      mcpServers: [
+        {
+          ...meta,
+          id: 's1',
+          name: 'notes',
+          type: 'stdio',
+          command: 'node',
+          args: ['/skills/t1/notes.js'],
+          env: { NOTES_TOKEN: 'abc' },
+        },
+        {
+          ...meta,
+          id: 's2',
+          name: 'docs',
+          type: 'http',
+          url: 'https://mcp.example.com/mcp',
+          headers: { A: 'b' },
+        },
+      ],
+    }),
+  );
   assert.deepEqual(o.mcpServers, {
     notes: { type: 'stdio', command: 'node', args: ['/skills/t1/notes.js'], env: { NOTES_TOKEN: 'abc' } },
+    docs: { type: 'http', url: 'https://mcp.example.com/mcp', headers: { A: 'b' } },
   });
+  assert.deepEqual(buildAgentOptions(input()).mcpServers, {}, 'no servers given: none');
   assert.equal(o.mcpServersDelivery, 'initialize');
   assert.equal(o.strictMcpConfig, true);
 });

@@ -29,7 +29,6 @@ const tenant = {
     allowedTools: [],
     disallowedTools: [],
     egressAllow: [],
-    mcpServers: {},
     maxContextTokens: 1000,
   },
 } satisfies Tenant;

@@ -68,7 +68,6 @@ const tenant: Tenant = {
     allowedTools: [],
     disallowedTools: [],
     egressAllow: [],
-    mcpServers: {},
     maxContextTokens: 1000,
   },
 };

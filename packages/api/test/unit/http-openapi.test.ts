@@ -41,6 +41,14 @@ const CONTRACT = [
   'GET /v1/usage/summary',
   'GET /v1/usage/cost-report',
   'GET /v1/conversations/{id}/tool-logs',
+  'POST /v1/mcp-servers',
+  'GET /v1/mcp-servers',
+  'GET /v1/mcp-servers/{id}',
+  'PATCH /v1/mcp-servers/{id}',
+  'DELETE /v1/mcp-servers/{id}',
+  'GET /v1/conversations/{id}/mcp-servers',
+  'PUT /v1/conversations/{id}/mcp-servers/{serverId}',
+  'DELETE /v1/conversations/{id}/mcp-servers/{serverId}',
 ];
 
 function operations(doc: Json): [string, Json][] {

@@ -22,7 +22,6 @@ test('no settings at all, or an empty object, give the documented defaults', () 
     allowedTools: [],
     disallowedTools: [],
     egressAllow: [],
-    mcpServers: {},
     maxContextTokens: 200_000,
   };
   assert.deepEqual(parseTenantSettings(undefined), expected);
@@ -35,7 +34,6 @@ test('a partial setting keeps the other defaults and maps wire names to TenantSe
     limits: { cpus: 2.5, requests_per_minute: 5 },
     allowed_tools: ['Bash', 'Read'],
     egress_allow: ['pypi.org:443', '*.github.com:443', '[2001:db8::1]:*'],
-    mcp_servers: { files: { type: 'stdio', command: '/usr/bin/mcp-files' } },
     system_prompt: 'Be brief.',
     max_context_tokens: 50_000,
     model: 'claude-sonnet-4-5',
@@ -45,9 +43,6 @@ test('a partial setting keeps the other defaults and maps wire names to TenantSe
   assert.equal(s.limits.pids, 256);
   assert.equal(s.limits.memoryBytes, 1024 ** 3);
   assert.deepEqual(s.allowedTools, ['Bash', 'Read']);
-  assert.deepEqual(s.mcpServers, {
-    files: { type: 'stdio', command: '/usr/bin/mcp-files', args: [], env: {} },
-  });
   assert.equal(s.systemPrompt, 'Be brief.');
   assert.equal(s.maxContextTokens, 50_000);
   assert.equal(s.model, 'claude-sonnet-4-5');
@@ -66,11 +61,8 @@ test('bad settings are INVALID_ARGUMENT naming the field', () => {
     [{ allowedTools: [] }, 'settings'],
     [{ egress_allow: ['pypi.org'] }, 'settings.egress_allow.0'],
     [{ egress_allow: ['ok.org:443', 'has space:1'] }, 'settings.egress_allow.1'],
-    [{ mcp_servers: { x: { type: 'http', command: 'a' } } }, 'settings.mcp_servers.x.type'],
-    [
-      { mcp_servers: { x: { type: 'stdio', command: 'a', env: { 'BAD-NAME': 'v' } } } },
-      'settings.mcp_servers.x.env',
-    ],
+    // MCP servers moved to the registry (POST /v1/mcp-servers)
+    [{ mcp_servers: { x: { type: 'stdio', command: 'a' } } }, 'settings.mcp_servers'],
     [{ max_context_tokens: -1 }, 'settings.max_context_tokens'],
     [{ model: 'has space' }, 'settings.model'],
   ];
