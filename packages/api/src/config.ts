@@ -51,6 +51,23 @@ export const apiConfigSchema = z.object({
     .min(16, 'at least 16 characters')
     .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
     .describe('Bearer token of the admin API (`/v1/tenants`); compared in constant time. Required.'),
+  HAKO_METRICS_TOKEN: envFields
+    .optionalString(
+      z
+        .string()
+        .min(16, 'at least 16 characters')
+        .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces'),
+    )
+    .describe(
+      'Bearer token Prometheus sends to scrape `GET /metrics`; it opens nothing else. The admin token is accepted there too; unset, only the admin token reads the metrics (they are never open).',
+    ),
+  HAKO_HEALTH_TIMEOUT: envFields
+    .duration()
+    .refine((ms) => ms >= 50 && ms <= 60_000, 'between 50ms and 60s')
+    .default('2s')
+    .describe(
+      'Deadline of each dependency check of `/health` and `/health/ready` (database, Redis, S3, nodes): a hung dependency fails its check after this long instead of hanging the probe.',
+    ),
   DATABASE_URL: envFields
     .optionalString(z.string().regex(/^postgres(ql)?:\/\//, 'a postgres:// URL'))
     .describe(

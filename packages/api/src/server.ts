@@ -29,6 +29,10 @@ import type { AppRepos } from './app.js';
 import { tenantIdOf } from './http/auth.js';
 import { registerExecuteRoutes } from './routes/execute.js';
 import { registerHealthRoutes } from './routes/health.js';
+import { databaseCheck, nodesCheck, redisCheck, s3Check } from './http/health-checks.js';
+import type { RedisLike } from './http/health-checks.js';
+import { ApiMetrics } from './metrics/api-metrics.js';
+import { instrumentLocks, instrumentRunStore } from './metrics/instrument.js';
 import { RunRepository } from './repositories/runs.js';
 import { EventRepository } from './repositories/events.js';
 import { ConversationRepository } from './repositories/conversations.js';
@@ -63,7 +67,9 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
   const config = loadApiConfig(env);
   const logger = opts.logger;
   const closers: Closer[] = [];
+  let shuttingDown = false;
   const close = async (): Promise<void> => {
+    shuttingDown = true;
     for (const [name, fn] of closers.splice(0).reverse()) {
       await fn().catch((err: unknown) => logger.error({ err, closer: name }, 'shutdown step failed'));
     }
@@ -74,7 +80,10 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
     await migrate(db, { logger });
     const coordination = await openCoordination(config, logger);
     closers.push(['coordination', () => coordination.close()]);
-    const { locks, rateLimiter, slots } = coordination;
+    const { rateLimiter, slots } = coordination;
+    // Every metric of this process; the node gauges read the pool (built below) at scrape time.
+    const metrics = new ApiMetrics({ logger, nodes: () => pool.status() });
+    const locks = instrumentLocks(coordination.locks, metrics);
 
     const store = new S3ObjectStore({
       bucket: config.S3_BUCKET,
@@ -124,7 +133,7 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
       lockTtlMs: config.HAKO_LOCK_TTL,
       pingIntervalMs: config.HAKO_PING_INTERVAL,
       runTimeoutMs: config.HAKO_AGENT_TIMEOUT,
-      runs: runStore(db),
+      runs: instrumentRunStore(runStore(db), metrics),
       sandboxes: sandboxPort(sandboxes, new ConversationRepository(db), config),
       workspace: workspacePort(workspace, new WorkspaceObjectRepository(db), clientOf),
       agent: agentPort(logger, clientOf, config.HAKO_DEFAULT_MODEL),
@@ -163,12 +172,19 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
       rateLimiter,
       locks,
       store,
+      metrics,
+      metricsToken: config.HAKO_METRICS_TOKEN,
       routes: [
         (a) =>
           registerHealthRoutes(a, {
-            checkDatabase: async () => {
-              await db.query('SELECT 1');
+            checks: {
+              database: databaseCheck(db, config.DATABASE_URL === undefined ? 'pglite' : 'postgresql'),
+              redis: redisCheck(coordination.redis),
+              s3: s3Check(store.sdkClient, store.bucket),
+              nodes: nodesCheck(pool),
             },
+            timeoutMs: config.HAKO_HEALTH_TIMEOUT,
+            shuttingDown: () => shuttingDown,
           }),
         (a) =>
           registerExecuteRoutes(a, {
@@ -215,6 +231,8 @@ interface Coordination {
   readonly locks: LockManager;
   readonly rateLimiter: RateLimiter;
   readonly slots: ConcurrencyLimiter;
+  /** The Redis client (health checks); undefined for in-process coordination. */
+  readonly redis?: RedisLike | undefined;
   close(): Promise<void>;
 }
 
@@ -241,6 +259,7 @@ async function openCoordination(config: ApiConfig, logger: Logger): Promise<Coor
   await redis.connect();
   const prefix = `hako:${config.HAKO_ENV}`;
   return {
+    redis,
     locks: new RedisLockManager({ redis, prefix }),
     rateLimiter: new RedisRateLimiter({ redis, prefix }),
     slots: new RedisConcurrencyLimiter({ redis, prefix }),

@@ -71,12 +71,14 @@ export function openApiPath(url: string): string {
 const AUTH_CODES: Record<AuthMode, ErrorCode[]> = {
   admin: ['UNAUTHENTICATED'],
   tenant: ['UNAUTHENTICATED', 'RATE_LIMITED'],
+  metrics: ['UNAUTHENTICATED'],
   none: [],
 };
 
 const SECURITY: Record<AuthMode, Json[]> = {
   admin: [{ adminToken: [] }],
   tenant: [{ apiKey: [] }],
+  metrics: [{ metricsToken: [] }, { adminToken: [] }],
   none: [],
 };
 
@@ -327,6 +329,12 @@ export function buildOpenApi(routes: readonly RecordedRoute[], opts: OpenApiOpti
           scheme: 'bearer',
           bearerFormat: 'hako API key',
           description: "A tenant's API key (POST /v1/tenants/{id}/api-keys); rate limited per key.",
+        },
+        metricsToken: {
+          type: 'http',
+          scheme: 'bearer',
+          description:
+            'HAKO_METRICS_TOKEN: reads `/metrics` and nothing else (the admin token reads it too).',
         },
       },
       schemas: { Problem: PROBLEM_SCHEMA, StreamEvent: STREAM_EVENT_SCHEMA },

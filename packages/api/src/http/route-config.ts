@@ -7,9 +7,10 @@ import type { ErrorCode } from '@hako/core';
 
 /**
  * `admin`: bearer HAKO_ADMIN_TOKEN. `tenant`: bearer API key, sets request.tenantId, rate limited.
+ * `metrics`: bearer HAKO_METRICS_TOKEN or the admin token (Prometheus scrapes `/metrics`).
  * `none`: anyone (health, the OpenAPI document). A route that declares nothing is `tenant`.
  */
-export type AuthMode = 'admin' | 'tenant' | 'none';
+export type AuthMode = 'admin' | 'tenant' | 'metrics' | 'none';
 
 export interface RouteExample {
   /** Path parameters, substituted into the path of the example. */
