@@ -306,7 +306,8 @@ async function applySync(
   for (const c of registered) if (c.kind === 'deleted') await files.delete(tenantId, conversationId, c.path);
 }
 
-function runStore(db: Database): RunStore {
+/** The execute flow's RunStore on PostgreSQL (exported for the metrics tests, which wrap it). */
+export function runStore(db: Database): RunStore {
   return {
     startRun: async (i) => (await new RunRepository(db).start(i)).id,
     append: (tenantId, conversationId, runId, ev) =>

@@ -97,7 +97,7 @@ export class HealthChecker {
         this.shared(name, check),
         new Promise<never>((_, reject) => {
           timer = setTimeout(
-            () => reject(new Error(`no answer within ${this.timeoutMs} ms (timed out)`)),
+            () => reject(new Error(`timed out: no answer within ${this.timeoutMs} ms`)),
             this.timeoutMs,
           );
         }),
@@ -180,6 +180,7 @@ export function s3Check(client: S3Client, bucket: string): HealthCheck {
     try {
       await client.send(new HeadBucketCommand({ Bucket: bucket }), { abortSignal: signal });
     } catch (err) {
+      if (signal.aborted) throw new Error('timed out: no answer before the deadline', { cause: err });
       const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
       const name = err instanceof Error ? err.name : 'Error';
       if (status !== undefined) {
@@ -201,7 +202,7 @@ export interface NodeHealthSource {
 /**
  * At least one configured hakod node is healthy (by the pool's polls). When none is, the pool polls
  * every node once more (one may have come back) before the check fails. Reports each node by name
- * (never its address or token) with its load.
+ * (never its address or token: an address in an error becomes `{name}`) with its load.
  */
 export function nodesCheck(pool: NodeHealthSource): HealthCheck {
   const report = (status: NodeStatus[]) => ({
@@ -211,7 +212,10 @@ export function nodesCheck(pool: NodeHealthSource): HealthCheck {
       name: n.name,
       healthy: n.healthy,
       ...(n.info === undefined ? {} : { sandboxes: n.info.sandboxes, max_sandboxes: n.info.maxSandboxes }),
-      ...(n.healthy || n.lastError === undefined ? {} : { error: n.lastError }),
+      // The address stays private: the error says it the pool's way, the answer names the node.
+      ...(n.healthy || n.lastError === undefined
+        ? {}
+        : { error: n.lastError.split(n.address).join(`{${n.name}}`) }),
     })),
   });
   return async () => {
