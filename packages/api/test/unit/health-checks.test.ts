@@ -3,6 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { AppError } from '@hako/core';
+import { loadApiConfig } from '../../src/config.js';
 import { CheckFailed, HealthChecker, nodesCheck, redact, redisCheck } from '../../src/http/health-checks.js';
 import type { NodeStatus } from '../../src/nodes/node-pool.js';
 
@@ -132,4 +134,27 @@ test('redis: not connected fails at once, PONG passes, no Redis is in-process an
   );
   const inProcess = await redisCheck(undefined)(new AbortController().signal);
   assert.equal(inProcess?.mode, 'in-process');
+});
+
+test('config: HAKO_HEALTH_TIMEOUT defaults to 2 s within bounds; HAKO_METRICS_TOKEN is optional and long', () => {
+  const base = { HAKO_ADMIN_TOKEN: 'a'.repeat(20), S3_BUCKET: 'bucket' };
+  const c = loadApiConfig(base);
+  assert.equal(c.HAKO_HEALTH_TIMEOUT, 2_000);
+  assert.equal(c.HAKO_METRICS_TOKEN, undefined);
+  assert.equal(loadApiConfig({ ...base, HAKO_METRICS_TOKEN: '' }).HAKO_METRICS_TOKEN, undefined);
+  assert.equal(loadApiConfig({ ...base, HAKO_HEALTH_TIMEOUT: '500ms' }).HAKO_HEALTH_TIMEOUT, 500);
+  const token = 'm'.repeat(24);
+  assert.equal(loadApiConfig({ ...base, HAKO_METRICS_TOKEN: token }).HAKO_METRICS_TOKEN, token);
+  for (const [k, v] of [
+    ['HAKO_HEALTH_TIMEOUT', '10ms'],
+    ['HAKO_HEALTH_TIMEOUT', '5m'],
+    ['HAKO_METRICS_TOKEN', 'short'],
+    ['HAKO_METRICS_TOKEN', 'has spaces in the token'],
+  ] as const) {
+    assert.throws(
+      () => loadApiConfig({ ...base, [k]: v }),
+      (e: unknown) => e instanceof AppError && e.code === 'CONFIG_INVALID' && e.message.includes(k),
+      `${k}=${v}`,
+    );
+  }
 });
