@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { AppError, configIssue, envFields, parseConfig } from '@hako/core';
+import { AppError, configIssue, envFields, parseConfig, parseDuration } from '@hako/core';
 import type { EnvRecord } from '@hako/core';
 import type { NodeEndpoint } from './nodes/node-pool.js';
 
@@ -60,6 +60,20 @@ export const apiConfigSchema = z.object({
     )
     .describe(
       'Bearer token Prometheus sends to scrape `GET /metrics`; it opens nothing else. The admin token is accepted there too; unset, only the admin token reads the metrics (they are never open).',
+    ),
+  HAKO_SHUTDOWN_DELAY: envFields
+    .optionalString()
+    .transform((v, ctx) => {
+      if (v === undefined) return 0;
+      try {
+        const ms = parseDuration(v);
+        return ms <= 300_000 ? ms : configIssue(ctx, new Error(`"${v}" is over 5m`));
+      } catch (e) {
+        return configIssue(ctx, e);
+      }
+    })
+    .describe(
+      'On SIGTERM, how long the process keeps serving with `/health/live` and `/health/ready` answering 503 SHUTTING_DOWN (so load balancers stop sending it work) before it stops taking requests (at most 5m). Unset: it stops at once.',
     ),
   HAKO_HEALTH_TIMEOUT: envFields
     .duration()

@@ -4,6 +4,7 @@
  * listening. close() runs the named closers in reverse order.
  */
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import type { Logger } from '@hako/core';
 import type { EnvRecord } from '@hako/core';
@@ -204,6 +205,9 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
       host: config.HAKO_API_LISTEN.slice(0, sep).replace(/^\[|\]$/g, ''),
       port: Number(config.HAKO_API_LISTEN.slice(sep + 1)),
     });
+    // Last pushed, first run: probes answer 503 SHUTTING_DOWN while load balancers take the
+    // process out, and requests (runs) keep being served until the HTTP server closes.
+    closers.push(['shutdown delay', () => sleep(config.HAKO_SHUTDOWN_DELAY)]);
     const addr = app.server.address();
     const url =
       addr !== null && typeof addr === 'object'

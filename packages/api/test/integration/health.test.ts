@@ -394,12 +394,14 @@ test('shutting down: live and ready answer 503 SHUTTING_DOWN', async () => {
   }
 });
 
-test('startApi wires the checks and /metrics: a missing node is the one failed check', async () => {
+const metricsToken = `metrics-${randomBytes(12).toString('hex')}`;
+
+/** startApi's env on the shared services, with a node that is not there. */
+async function apiEnv(): Promise<Record<string, string>> {
   const db = await pg!.migrated();
   const spool = await mkdtemp(join(tmpdir(), 'hako-health-spool-'));
   closers.push(() => rm(spool, { recursive: true, force: true }));
-  const metricsToken = `metrics-${randomBytes(12).toString('hex')}`;
-  const env = {
+  return {
     HAKO_API_LISTEN: '127.0.0.1:0',
     HAKO_ADMIN_TOKEN: ADMIN,
     HAKO_METRICS_TOKEN: metricsToken,
@@ -414,6 +416,10 @@ test('startApi wires the checks and /metrics: a missing node is the one failed c
     HAKO_SPOOL_DIR: spool,
     HAKO_ENV: `h${randomBytes(3).toString('hex')}`,
   };
+}
+
+test('startApi wires the checks and /metrics: a missing node is the one failed check', async () => {
+  const env = await apiEnv();
   for (const coordination of ['redis', 'in-process'] as const) {
     const api = await startApi(coordination === 'redis' ? { ...env, REDIS_URL: redisService!.url } : env, {
       logger,
@@ -443,4 +449,24 @@ test('startApi wires the checks and /metrics: a missing node is the one failed c
       await api.close();
     }
   }
+});
+
+test('startApi: during HAKO_SHUTDOWN_DELAY the probes answer 503 SHUTTING_DOWN and requests are still served', async () => {
+  const api = await startApi({ ...(await apiEnv()), HAKO_SHUTDOWN_DELAY: '1500ms' }, { logger });
+  let closed = false;
+  const closing = api.close().then(() => {
+    closed = true;
+  });
+  try {
+    for (const path of ['/health/live', '/health/ready', '/health']) {
+      const r = await fetch(`${api.url}${path}`);
+      assert.equal(r.status, 503, path);
+      assert.equal(((await r.json()) as { code: string }).code, 'SHUTTING_DOWN', path);
+    }
+    assert.equal((await fetch(`${api.url}/openapi.json`)).status, 200, 'still serving');
+    assert.equal(closed, false, 'the delay holds the close');
+  } finally {
+    await closing;
+  }
+  await assert.rejects(fetch(`${api.url}/health/live`), 'the listener is closed after the delay');
 });

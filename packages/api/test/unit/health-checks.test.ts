@@ -136,11 +136,13 @@ test('redis: not connected fails at once, PONG passes, no Redis is in-process an
   assert.equal(inProcess?.mode, 'in-process');
 });
 
-test('config: HAKO_HEALTH_TIMEOUT defaults to 2 s within bounds; HAKO_METRICS_TOKEN is optional and long', () => {
+test('config: HAKO_HEALTH_TIMEOUT (2 s, bounded), HAKO_METRICS_TOKEN (optional, long), HAKO_SHUTDOWN_DELAY (none, at most 5m)', () => {
   const base = { HAKO_ADMIN_TOKEN: 'a'.repeat(20), S3_BUCKET: 'bucket' };
   const c = loadApiConfig(base);
   assert.equal(c.HAKO_HEALTH_TIMEOUT, 2_000);
   assert.equal(c.HAKO_METRICS_TOKEN, undefined);
+  assert.equal(c.HAKO_SHUTDOWN_DELAY, 0);
+  assert.equal(loadApiConfig({ ...base, HAKO_SHUTDOWN_DELAY: '15s' }).HAKO_SHUTDOWN_DELAY, 15_000);
   assert.equal(loadApiConfig({ ...base, HAKO_METRICS_TOKEN: '' }).HAKO_METRICS_TOKEN, undefined);
   assert.equal(loadApiConfig({ ...base, HAKO_HEALTH_TIMEOUT: '500ms' }).HAKO_HEALTH_TIMEOUT, 500);
   const token = 'm'.repeat(24);
@@ -150,6 +152,8 @@ test('config: HAKO_HEALTH_TIMEOUT defaults to 2 s within bounds; HAKO_METRICS_TO
     ['HAKO_HEALTH_TIMEOUT', '5m'],
     ['HAKO_METRICS_TOKEN', 'short'],
     ['HAKO_METRICS_TOKEN', 'has spaces in the token'],
+    ['HAKO_SHUTDOWN_DELAY', '6m'],
+    ['HAKO_SHUTDOWN_DELAY', 'soon'],
   ] as const) {
     assert.throws(
       () => loadApiConfig({ ...base, [k]: v }),
