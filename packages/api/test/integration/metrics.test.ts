@@ -71,6 +71,8 @@ function scriptedAgent(): { port: AgentPort; release: () => void; started: () =>
       if (prompt === 'fail') throw new AppError('AGENT_FAILED', 'the stand-in agent failed on purpose');
       if (prompt === 'block' || prompt === 'wait-for-cancel') {
         await new Promise<void>((resolve, reject) => {
+          // The client may already be gone (the flow checks only between its steps).
+          if (signal.aborted) reject(signal.reason as Error);
           signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true });
           if (prompt === 'block') void gate.then(resolve);
         });
