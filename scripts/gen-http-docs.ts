@@ -17,6 +17,7 @@ import type { AppRepos } from '../packages/api/src/app.js';
 import { tenantIdOf } from '../packages/api/src/http/auth.js';
 import { registerExecuteRoutes } from '../packages/api/src/routes/execute.js';
 import { registerHealthRoutes } from '../packages/api/src/routes/health.js';
+import { ApiMetrics } from '../packages/api/src/metrics/api-metrics.js';
 import type { ExecuteRouteDeps } from '../packages/api/src/routes/execute.js';
 import { EVENT_TYPES } from '../packages/api/src/types.js';
 import type { LockManager, ObjectStore, RateLimiter } from '../packages/api/src/types.js';
@@ -54,8 +55,12 @@ export async function loadOpenApi(): Promise<Json> {
     rateLimiter: inert<RateLimiter>('rateLimiter'),
     locks: inert<LockManager>('locks'),
     store: inert<ObjectStore>('store'),
+    metrics: new ApiMetrics({ defaultMetrics: false }),
     routes: [
-      (a) => registerHealthRoutes(a, { checkDatabase: () => Promise.reject(new Error('not called')) }),
+      (a) =>
+        registerHealthRoutes(a, {
+          checks: { database: () => Promise.reject(new Error('not called')) },
+        }),
       (a) => registerExecuteRoutes(a, executeDeps),
     ],
   });
@@ -159,6 +164,8 @@ function authLine(auth: string): string {
       return 'tenant API key (`Authorization: Bearer $HAKO_API_KEY`), rate limited per key';
     case 'admin_or_tenant':
       return 'admin token or tenant API key (`Authorization: Bearer $HAKO_ADMIN_TOKEN` or `$HAKO_API_KEY`)';
+    case 'metrics':
+      return 'metrics token (`Authorization: Bearer $HAKO_METRICS_TOKEN`) or the admin token';
     default:
       return 'none';
   }
@@ -167,6 +174,7 @@ function authLine(auth: string): string {
 function authHeader(auth: string): string[] {
   if (auth === 'admin') return ['Authorization: Bearer $HAKO_ADMIN_TOKEN'];
   if (auth === 'tenant' || auth === 'admin_or_tenant') return ['Authorization: Bearer $HAKO_API_KEY'];
+  if (auth === 'metrics') return ['Authorization: Bearer $HAKO_METRICS_TOKEN'];
   return [];
 }
 

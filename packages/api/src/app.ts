@@ -44,6 +44,9 @@ import type { UploadLimits } from './routes/files.js';
 import { registerTenantRoutes } from './routes/tenants.js';
 import { registerPresentedFileRoutes } from './routes/presented-files.js';
 import { mcpServerRouteDeps, registerMcpServerRoutes } from './routes/mcp-servers.js';
+import type { ApiMetrics } from './metrics/api-metrics.js';
+import { registerHttpMetrics } from './metrics/instrument.js';
+import { registerMetricsRoutes } from './routes/metrics.js';
 
 /** The repository calls the HTTP routes make (the real ones: createAppRepos). */
 export interface AppRepos {
@@ -157,6 +160,10 @@ export interface AppDeps {
   routes?: readonly AppRoutePlugin[];
   /** The API version shown in the OpenAPI document. */
   version?: string;
+  /** Counts HTTP requests and problem answers, and serves `GET /metrics`; unset: neither. */
+  metrics?: ApiMetrics;
+  /** HAKO_METRICS_TOKEN: `/metrics` takes it (or the admin token). */
+  metricsToken?: string | undefined;
 }
 
 declare module 'fastify' {
@@ -190,6 +197,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const recorder = new RouteRecorder();
   recorder.attach(app);
   registerProblemHandlers(app);
+  if (deps.metrics) registerHttpMetrics(app, deps.metrics);
 
   // JSON as Fastify parses it (prototype poisoning refused), except that an empty body is no body.
   const jsonParser = app.getDefaultJsonParser('error', 'error');
@@ -207,6 +215,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   registerAuth(app, {
     adminToken: deps.adminToken,
+    metricsToken: deps.metricsToken,
     authenticateApiKey: (key) => deps.repos.apiKeys.authenticate(key),
     getTenant: (id) => deps.repos.tenants.get(id),
     rateLimiter: deps.rateLimiter,
@@ -285,6 +294,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerUsageRoutes(app, { usage: repos.usage });
   registerToolLogRoutes(app, { toolLogs: repos.toolLogs });
   registerMcpServerRoutes(app, mcpServerRouteDeps(repos.mcpServers));
+  if (deps.metrics) registerMetricsRoutes(app, { metrics: deps.metrics });
   for (const plugin of deps.routes ?? []) await plugin(app);
 
   let document: Record<string, unknown> | undefined;

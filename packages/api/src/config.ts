@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { AppError, configIssue, envFields, parseConfig } from '@hako/core';
+import { AppError, configIssue, envFields, parseConfig, parseDuration } from '@hako/core';
 import type { EnvRecord } from '@hako/core';
 import type { NodeEndpoint } from './nodes/node-pool.js';
 
@@ -51,6 +51,37 @@ export const apiConfigSchema = z.object({
     .min(16, 'at least 16 characters')
     .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
     .describe('Bearer token of the admin API (`/v1/tenants`); compared in constant time. Required.'),
+  HAKO_METRICS_TOKEN: envFields
+    .optionalString(
+      z
+        .string()
+        .min(16, 'at least 16 characters')
+        .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces'),
+    )
+    .describe(
+      'Bearer token Prometheus sends to scrape `GET /metrics`; it opens nothing else. The admin token is accepted there too; unset, only the admin token reads the metrics (they are never open).',
+    ),
+  HAKO_SHUTDOWN_DELAY: envFields
+    .optionalString()
+    .transform((v, ctx) => {
+      if (v === undefined) return 0;
+      try {
+        const ms = parseDuration(v);
+        return ms <= 300_000 ? ms : configIssue(ctx, new Error(`"${v}" is over 5m`));
+      } catch (e) {
+        return configIssue(ctx, e);
+      }
+    })
+    .describe(
+      'On SIGTERM, how long the process keeps serving with `/health/live` and `/health/ready` answering 503 SHUTTING_DOWN (so load balancers stop sending it work) before it stops taking requests (at most 5m). Unset: it stops at once.',
+    ),
+  HAKO_HEALTH_TIMEOUT: envFields
+    .duration()
+    .refine((ms) => ms >= 50 && ms <= 60_000, 'between 50ms and 60s')
+    .default('2s')
+    .describe(
+      'Deadline of each dependency check of `/health` and `/health/ready` (database, Redis, S3, nodes): a hung dependency fails its check after this long instead of hanging the probe.',
+    ),
   DATABASE_URL: envFields
     .optionalString(z.string().regex(/^postgres(ql)?:\/\//, 'a postgres:// URL'))
     .describe(

@@ -4,6 +4,7 @@
  * listening. close() runs the named closers in reverse order.
  */
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import type { Logger } from '@hako/core';
 import type { EnvRecord } from '@hako/core';
@@ -29,6 +30,10 @@ import type { AppRepos } from './app.js';
 import { tenantIdOf } from './http/auth.js';
 import { registerExecuteRoutes } from './routes/execute.js';
 import { registerHealthRoutes } from './routes/health.js';
+import { databaseCheck, nodesCheck, redisCheck, s3Check } from './http/health-checks.js';
+import type { RedisLike } from './http/health-checks.js';
+import { ApiMetrics } from './metrics/api-metrics.js';
+import { instrumentLocks, instrumentRunStore } from './metrics/instrument.js';
 import { RunRepository } from './repositories/runs.js';
 import { EventRepository } from './repositories/events.js';
 import { ConversationRepository } from './repositories/conversations.js';
@@ -71,7 +76,9 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
   const config = loadApiConfig(env);
   const logger = opts.logger;
   const closers: Closer[] = [];
+  let shuttingDown = false;
   const close = async (): Promise<void> => {
+    shuttingDown = true;
     for (const [name, fn] of closers.splice(0).reverse()) {
       await fn().catch((err: unknown) => logger.error({ err, closer: name }, 'shutdown step failed'));
     }
@@ -82,7 +89,10 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
     await migrate(db, { logger });
     const coordination = await openCoordination(config, logger);
     closers.push(['coordination', () => coordination.close()]);
-    const { locks, rateLimiter, slots } = coordination;
+    const { rateLimiter, slots } = coordination;
+    // Every metric of this process; the node gauges read the pool (built below) at scrape time.
+    const metrics = new ApiMetrics({ logger, nodes: () => pool.status() });
+    const locks = instrumentLocks(coordination.locks, metrics);
 
     const store = new S3ObjectStore({
       bucket: config.S3_BUCKET,
@@ -132,7 +142,7 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
       lockTtlMs: config.HAKO_LOCK_TTL,
       pingIntervalMs: config.HAKO_PING_INTERVAL,
       runTimeoutMs: config.HAKO_AGENT_TIMEOUT,
-      runs: runStore(db, logger),
+      runs: instrumentRunStore(runStore(db, logger), metrics),
       sandboxes: sandboxPort(sandboxes, new ConversationRepository(db), config),
       workspace: workspacePort(workspace, new WorkspaceObjectRepository(db), clientOf),
       agent: agentPort(logger, clientOf, new McpServerRepository(db)),
@@ -186,12 +196,19 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
       locks,
       store,
       conversationResources: conversationResources(sandboxes, new ConversationRepository(db), workspace),
+      metrics,
+      metricsToken: config.HAKO_METRICS_TOKEN,
       routes: [
         (a) =>
           registerHealthRoutes(a, {
-            checkDatabase: async () => {
-              await db.query('SELECT 1');
+            checks: {
+              database: databaseCheck(db, config.DATABASE_URL === undefined ? 'pglite' : 'postgresql'),
+              redis: redisCheck(coordination.redis),
+              s3: s3Check(store.sdkClient, store.bucket),
+              nodes: nodesCheck(pool),
             },
+            timeoutMs: config.HAKO_HEALTH_TIMEOUT,
+            shuttingDown: () => shuttingDown,
           }),
         (a) =>
           registerExecuteRoutes(a, {
@@ -211,6 +228,9 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
       host: config.HAKO_API_LISTEN.slice(0, sep).replace(/^\[|\]$/g, ''),
       port: Number(config.HAKO_API_LISTEN.slice(sep + 1)),
     });
+    // Last pushed, first run: probes answer 503 SHUTTING_DOWN while load balancers take the
+    // process out, and requests (runs) keep being served until the HTTP server closes.
+    closers.push(['shutdown delay', () => sleep(config.HAKO_SHUTDOWN_DELAY)]);
     const addr = app.server.address();
     const url =
       addr !== null && typeof addr === 'object'
@@ -238,6 +258,8 @@ interface Coordination {
   readonly locks: LockManager;
   readonly rateLimiter: RateLimiter;
   readonly slots: ConcurrencyLimiter;
+  /** The Redis client (health checks); undefined for in-process coordination. */
+  readonly redis?: RedisLike | undefined;
   close(): Promise<void>;
 }
 
@@ -264,6 +286,7 @@ async function openCoordination(config: ApiConfig, logger: Logger): Promise<Coor
   await redis.connect();
   const prefix = `hako:${config.HAKO_ENV}`;
   return {
+    redis,
     locks: new RedisLockManager({ redis, prefix }),
     rateLimiter: new RedisRateLimiter({ redis, prefix }),
     slots: new RedisConcurrencyLimiter({ redis, prefix }),

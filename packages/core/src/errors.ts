@@ -299,6 +299,16 @@ export const ERROR_CODES = {
     http: 422,
     summary: "The remote MCP server's host:port is not on the tenant's egress allowlist.",
   },
+  NOT_READY: {
+    grpc: 'UNAVAILABLE',
+    http: 503,
+    summary: 'A dependency (database, Redis, S3, a hakod node) failed its check; `checks` says why.',
+  },
+  SHUTTING_DOWN: {
+    grpc: 'UNAVAILABLE',
+    http: 503,
+    summary: 'The API process is shutting down; send requests to another process.',
+  },
   INTERNAL: { grpc: 'INTERNAL', http: 500, summary: 'An unexpected internal error.' },
 } as const satisfies Record<string, CodeSpec>;
 

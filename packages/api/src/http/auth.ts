@@ -26,6 +26,8 @@ declare module 'fastify' {
 /** What authentication needs from the repositories and the coordination layer. */
 export interface AuthDeps {
   adminToken: string;
+  /** HAKO_METRICS_TOKEN: what `metrics` routes take besides the admin token (nothing else takes it). */
+  metricsToken?: string | undefined;
   /** The tenant and key of a presented API key; undefined when unknown, revoked or malformed. */
   authenticateApiKey: (key: string) => Promise<{ tenantId: string; keyId: string } | undefined>;
   getTenant: (tenantId: string) => Promise<Tenant | undefined>;
@@ -140,6 +142,17 @@ export function registerAuth(app: FastifyInstance, deps: AuthDeps): void {
         const token = bearerToken(request.headers.authorization);
         if (token !== undefined && safeEqual(token, deps.adminToken)) return;
         await authenticateTenant(deps, request, reply);
+        return;
+      }
+      case 'metrics': {
+        const token = bearerToken(request.headers.authorization);
+        if (token === undefined)
+          throw unauthenticated(
+            'send HAKO_METRICS_TOKEN (or the admin token) as "Authorization: Bearer ..."',
+          );
+        const metricsOk = deps.metricsToken !== undefined && safeEqual(token, deps.metricsToken);
+        if (!metricsOk && !safeEqual(token, deps.adminToken))
+          throw unauthenticated('the metrics token is wrong');
         return;
       }
     }

@@ -72,6 +72,7 @@ const AUTH_CODES: Record<AuthMode, ErrorCode[]> = {
   admin: ['UNAUTHENTICATED'],
   tenant: ['UNAUTHENTICATED', 'RATE_LIMITED'],
   admin_or_tenant: ['UNAUTHENTICATED', 'RATE_LIMITED'],
+  metrics: ['UNAUTHENTICATED'],
   none: [],
 };
 
@@ -79,6 +80,7 @@ const SECURITY: Record<AuthMode, Json[]> = {
   admin: [{ adminToken: [] }],
   tenant: [{ apiKey: [] }],
   admin_or_tenant: [{ adminToken: [] }, { apiKey: [] }],
+  metrics: [{ metricsToken: [] }, { adminToken: [] }],
   none: [],
 };
 
@@ -350,6 +352,12 @@ export function buildOpenApi(routes: readonly RecordedRoute[], opts: OpenApiOpti
           scheme: 'bearer',
           bearerFormat: 'hako API key',
           description: "A tenant's API key (POST /v1/tenants/{id}/api-keys); rate limited per key.",
+        },
+        metricsToken: {
+          type: 'http',
+          scheme: 'bearer',
+          description:
+            'HAKO_METRICS_TOKEN: reads `/metrics` and nothing else (the admin token reads it too).',
         },
       },
       schemas: { Problem: PROBLEM_SCHEMA, StreamEvent: STREAM_EVENT_SCHEMA },

@@ -7,10 +7,11 @@ import type { ErrorCode } from '@hako/core';
 
 /**
  * `admin`: bearer HAKO_ADMIN_TOKEN. `tenant`: bearer API key, sets request.tenantId, rate limited.
- * `admin_or_tenant`: either (request.tenant is undefined for the admin). `none`: anyone (health,
+ * `admin_or_tenant`: either (request.tenant is undefined for the admin). `metrics`: bearer
+ * HAKO_METRICS_TOKEN or the admin token (Prometheus scrapes `/metrics`). `none`: anyone (health,
  * the OpenAPI document). A route that declares nothing is `tenant`.
  */
-export type AuthMode = 'admin' | 'tenant' | 'admin_or_tenant' | 'none';
+export type AuthMode = 'admin' | 'tenant' | 'admin_or_tenant' | 'metrics' | 'none';
 
 export interface RouteExample {
   /** Path parameters, substituted into the path of the example. */

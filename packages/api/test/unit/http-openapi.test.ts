@@ -10,6 +10,10 @@ type Json = Record<string, unknown>;
 const CONTRACT = [
   'GET /v1/conversations',
   'GET /healthz',
+  'GET /health',
+  'GET /health/live',
+  'GET /health/ready',
+  'GET /metrics',
   'POST /v1/tenants',
   'GET /v1/tenants/{id}',
   'POST /v1/tenants/{id}/api-keys',
@@ -84,7 +88,7 @@ test('the OpenAPI document has every route of the HTTP contract, each well-forme
   assert.deepEqual(ops.map(([k]) => k).sort(), [...CONTRACT].sort());
 
   const schemes = (doc.components as { securitySchemes: Record<string, Json> }).securitySchemes;
-  assert.deepEqual(Object.keys(schemes).sort(), ['adminToken', 'apiKey']);
+  assert.deepEqual(Object.keys(schemes).sort(), ['adminToken', 'apiKey', 'metricsToken']);
   const componentSchemas = (doc.components as { schemas: Record<string, Json> }).schemas;
   const ids = new Set<string>();
   for (const [key, op] of ops) {
@@ -96,25 +100,24 @@ test('the OpenAPI document has every route of the HTTP contract, each well-forme
     // Auth as declared and as enforced.
     const auth = op['x-auth'];
     const expectAuth =
-      path === '/openapi.json' || path === '/healthz'
+      path === '/openapi.json' || path === '/healthz' || path.startsWith('/health')
         ? 'none'
-        : path.startsWith('/v1/tenants') || (path.startsWith('/v1/models') && !key.startsWith('GET '))
-          ? 'admin'
-          : path.startsWith('/v1/models')
-            ? 'admin_or_tenant'
-            : 'tenant';
+        : path === '/metrics'
+          ? 'metrics'
+          : path.startsWith('/v1/tenants') || (path.startsWith('/v1/models') && !key.startsWith('GET '))
+            ? 'admin'
+            : path.startsWith('/v1/models')
+              ? 'admin_or_tenant'
+              : 'tenant';
     assert.equal(auth, expectAuth, key);
-    assert.deepEqual(
-      op.security,
-      auth === 'admin'
-        ? [{ adminToken: [] }]
-        : auth === 'tenant'
-          ? [{ apiKey: [] }]
-          : auth === 'admin_or_tenant'
-            ? [{ adminToken: [] }, { apiKey: [] }]
-            : [],
-      key,
-    );
+    const security: Record<string, unknown> = {
+      admin: [{ adminToken: [] }],
+      tenant: [{ apiKey: [] }],
+      admin_or_tenant: [{ adminToken: [] }, { apiKey: [] }],
+      metrics: [{ metricsToken: [] }, { adminToken: [] }],
+      none: [],
+    };
+    assert.deepEqual(op.security, security[auth as string], key);
     // Path parameters: exactly the ones in the path.
     const params = (op.parameters as Json[] | undefined) ?? [];
     const inPath = [...path.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]).sort();
