@@ -273,6 +273,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     listFiles: (tenantId, id) => repos.files.list(tenantId, id),
     getFile: (tenantId, id, path) => repos.files.get(tenantId, id, path),
     registerUpload: (tenantId, id, f) => registerUserUpload(repos, tenantId, id, f),
+    // The live sandbox goes (the next run restores from S3), so a run never syncs the change away.
+    beforeWorkspaceChange: (tenantId, id) => lifecycle.resources.releaseSandboxes(tenantId, id),
     unregisterFile: (tenantId, id, path) =>
       repos.transaction(async (tx) => {
         const existed = await tx.files.delete(tenantId, id, path);

@@ -111,6 +111,13 @@ export interface FileRouteDeps {
   unregisterFile: (tenantId: string, conversationId: string, path: string) => Promise<boolean>;
   /** How long an upload waits for another upload's hold on the lock (default 5 s). */
   lockWaitMs?: number;
+  /**
+   * Called holding the lock before an upload or delete changes the workspace in S3: the
+   * conversation's live sandbox would no longer match S3 (the next run's sync-back would undo the
+   * change), so server.ts releases it and the next run restores the workspace from S3. A failure
+   * refuses the change (nothing stored).
+   */
+  beforeWorkspaceChange?: (tenantId: string, conversationId: string) => Promise<void>;
 }
 
 /** TTL of an upload's hold on the conversation lock; renewed while the commit runs. */
@@ -438,6 +445,7 @@ export async function registerFileRoutes(app: FastifyInstance, deps: FileRouteDe
         const file = await withConversationLock(deps.locks, conv, lockWaitMs, async () => {
           // Read again under the lock: archived or deleted meanwhile, nothing may land in S3.
           assertNotArchived(await deps.getConversation(tenantId, conv.id));
+          await deps.beforeWorkspaceChange?.(tenantId, conv.id);
           return storeUpload(deps, tenantId, conv.id, { path, body: upload, contentType: stored });
         });
         req.log.info(
@@ -589,6 +597,7 @@ export async function registerFileRoutes(app: FastifyInstance, deps: FileRouteDe
       await withConversationLock(deps.locks, conv, lockWaitMs, async () => {
         assertNotArchived(await deps.getConversation(tenantId, conv.id));
         if (!(await deps.getFile(tenantId, conv.id, path))) throw fileNotFound(path);
+        await deps.beforeWorkspaceChange?.(tenantId, conv.id);
         // The object first: a failure after it leaves a registered file whose download answers
         // FILE_NOT_FOUND and whose delete can be retried, never an unlisted object a run restores.
         await deps.store.delete(workspaceObjectKey(tenantId, conv.id, path));

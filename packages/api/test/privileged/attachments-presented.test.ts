@@ -311,3 +311,48 @@ test('the agent presents files with the in-process hako MCP server; versions are
     assert.equal(r.json.code, 'CONVERSATION_NOT_FOUND');
   }
 });
+
+test('an upload or delete between runs survives the next run (the live sandbox is released, the workspace restored)', async () => {
+  const s = S();
+  const base = s.apis[0]!.url;
+  const { key } = await tenantKey(base, {});
+  const conv = await call(base, key, 'POST', '/v1/conversations', {});
+  assert.equal(conv.status, 201, conv.text);
+  const id = String(conv.json.id);
+
+  // run 1 leaves a live sandbox and an agent-written file
+  s.model.setScript({
+    turns: [{ tool: 'Bash', input: { command: 'echo from-agent > agent.txt' } }, { text: 'ok' }],
+  });
+  const r1 = await call(base, key, 'POST', `/v1/conversations/${id}/execute`, { prompt: 'write agent.txt' });
+  assert.equal(parseSse(r1.text).at(-1)?.data.status, 'completed', r1.text);
+
+  // between runs: an upload, and a delete of the agent's file
+  const token = `between-${randomBytes(6).toString('hex')}`;
+  const up = await fetch(`${base}/v1/conversations/${id}/files?path=between.txt`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'text/plain' },
+    body: `${token}\n`,
+  });
+  assert.equal(up.status, 201, await up.text());
+  const del = await call(base, key, 'DELETE', `/v1/conversations/${id}/files/agent.txt`);
+  assert.equal(del.status, 204, del.text);
+
+  // run 2 sees the upload and not the deleted file; its sync-back keeps both changes
+  s.model.setScript({
+    turns: [
+      { tool: 'Bash', input: { command: 'cat between.txt; ls agent.txt 2>&1 || true' } },
+      { text: 'ok' },
+    ],
+  });
+  const r2 = await call(base, key, 'POST', `/v1/conversations/${id}/execute`, { prompt: 'look' });
+  const ev2 = parseSse(r2.text);
+  assert.equal(ev2.at(-1)?.data.status, 'completed', r2.text);
+  const out = outputs(ev2);
+  assert.match(out, new RegExp(token), out);
+  assert.match(out, /No such file/, out);
+  const files = await call(base, key, 'GET', `/v1/conversations/${id}/files`);
+  const paths = (files.json.files as { path: string; source: string }[]).map((f) => `${f.path}:${f.source}`);
+  assert.ok(paths.includes('between.txt:user_upload'), paths.join(','));
+  assert.ok(!paths.some((p) => p.startsWith('agent.txt:')), paths.join(','));
+});
