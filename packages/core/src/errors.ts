@@ -252,6 +252,17 @@ export const ERROR_CODES = {
     summary:
       'The object store (S3) could not be reached or refused the request; workspace changes wait in the local spool.',
   },
+  SKILL_INVALID: {
+    grpc: 'INVALID_ARGUMENT',
+    http: 422,
+    summary:
+      'The skill package is refused: not a tar, too large, a bad or duplicate path, a link or device, or no SKILL.md with a name and description.',
+  },
+  SKILL_NOT_FOUND: {
+    grpc: 'NOT_FOUND',
+    http: 422,
+    summary: "The request names a skill the tenant does not have (a path's name, or one of preferred_skills).",
+  },
   INTERNAL: { grpc: 'INTERNAL', http: 500, summary: 'An unexpected internal error.' },
 } as const satisfies Record<string, CodeSpec>;
 
