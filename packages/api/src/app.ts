@@ -17,6 +17,7 @@ import { ConversationRepository } from './repositories/conversations.js';
 import { FileRepository } from './repositories/files.js';
 import { TenantRepository } from './repositories/tenants.js';
 import { WorkspaceObjectRepository } from './repositories/workspace-objects.js';
+import { SkillRepository } from './repositories/skills.js';
 import type { LockManager, ObjectStore, RateLimiter } from './types.js';
 import { registerAuth } from './http/auth.js';
 import { RouteRecorder, buildOpenApi } from './http/openapi.js';
@@ -26,6 +27,7 @@ import { registerConversationRoutes } from './routes/conversations.js';
 import { DEFAULT_UPLOAD_LIMITS, registerFileRoutes } from './routes/files.js';
 import type { UploadLimits } from './routes/files.js';
 import { registerTenantRoutes } from './routes/tenants.js';
+import { registerSkillRoutes } from './routes/skills.js';
 
 /** The repository calls the HTTP routes make (the real ones: createAppRepos). */
 export interface AppRepos {
@@ -34,6 +36,7 @@ export interface AppRepos {
   conversations: Pick<ConversationRepository, 'create' | 'get' | 'list'>;
   files: Pick<FileRepository, 'list' | 'get' | 'upsert' | 'delete'>;
   workspaceObjects: Pick<WorkspaceObjectRepository, 'applyChanges'>;
+  skills: Pick<SkillRepository, 'list' | 'get' | 'upsert' | 'delete'>;
   /** Runs `fn` with repositories bound to one transaction: all of it or nothing. */
   transaction<T>(fn: (tx: AppRepos) => Promise<T>): Promise<T>;
 }
@@ -46,6 +49,7 @@ export function createAppRepos(db: Queryable): AppRepos {
     conversations: new ConversationRepository(db),
     files: new FileRepository(db),
     workspaceObjects: new WorkspaceObjectRepository(db),
+    skills: new SkillRepository(db),
     transaction: (fn) => db.transaction((tx) => fn(createAppRepos(tx))),
   };
 }
@@ -180,6 +184,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         return existed;
       }),
   });
+  await registerSkillRoutes(app, { store: deps.store, skills: repos.skills });
   for (const plugin of deps.routes ?? []) await plugin(app);
 
   let document: Record<string, unknown> | undefined;

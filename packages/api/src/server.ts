@@ -49,6 +49,8 @@ import type {
 } from './execute/execute-run.js';
 import { reapOrphanRuns } from './execute/run-reaper.js';
 import { mimeTypeOf } from './execute/mime.js';
+import { SkillRepository } from './repositories/skills.js';
+import { skillsPort } from './skills/skills-port.js';
 
 export interface RunningApi {
   readonly url: string;
@@ -128,6 +130,7 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
       sandboxes: sandboxPort(sandboxes, new ConversationRepository(db), config),
       workspace: workspacePort(workspace, new WorkspaceObjectRepository(db), clientOf),
       agent: agentPort(logger, clientOf, config.HAKO_DEFAULT_MODEL),
+      skills: skillsPort({ skills: new SkillRepository(db), store, logger, clientOf }),
     };
 
     const reaper = setInterval(() => {
@@ -389,7 +392,7 @@ function agentPort(
   defaultModel: string | undefined,
 ): AgentPort {
   return {
-    run: async ({ target, tenant, conversation, prompt, signal, onEvent }) => {
+    run: async ({ target, tenant, conversation, prompt, preferredSkills, signal, onEvent }) => {
       const abortController = new AbortController();
       const onAbort = (): void => abortController.abort(signal.reason);
       if (signal.aborted) onAbort();
@@ -403,6 +406,8 @@ function agentPort(
           sandbox: { client: clientOf(target), sandboxId: target.sandboxId },
           abortController,
           logger,
+          skills: true,
+          preferredSkills,
         });
         // The runner's own done event is not stored: the flow stores one done, after the sync.
         const summary = await runAgent({

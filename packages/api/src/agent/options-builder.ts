@@ -23,12 +23,19 @@
  *   reads) lives in /workspace/.hako/claude so it is synced with the workspace and survives a new
  *   sandbox; without a workspace it stays in the sandbox's HOME and resume works only while the
  *   same sandbox lives.
+ * - skills: the tenant's skills are /skills/{tenant} (read-only, written only by hakod from the
+ *   skills API; see skills/skill-sync.ts), loaded as a local plugin (`plugins`, MCP discovery off)
+ *   whose manifest points its skills at the directory's root. That is the one mechanism that loads
+ *   exactly that directory: settingSources 'project' would also load the agent-writable
+ *   /workspace/.claude, and 'user' the agent-writable ~/.claude. Claude Code names them `hako:<name>`
+ *   (the Skill tool also takes the bare name). preferred_skills is appended to the system prompt.
  */
 import type { McpServerConfig, Options } from '@anthropic-ai/claude-agent-sdk';
 import type { Logger } from '@hako/core';
 import { CLAUDE_CODE_SANDBOX_PATH } from '@hako/agentd';
 import type { AgentClient } from '@hako/proto';
 import type { Conversation, TenantSettings } from '../types.js';
+import { SKILLS_PLUGIN_NAME, sandboxSkillsDir } from '../skills/skill-sync.js';
 import { makeSpawner } from './claude-spawner.js';
 import type { SandboxProcess } from './sandbox-process.js';
 
@@ -77,6 +84,13 @@ export interface AgentOptionsInput {
   /** Aborting it ends the run and kills Claude Code in the sandbox. */
   readonly abortController: AbortController;
   readonly logger: Logger;
+  /**
+   * Load the tenant's skills from /skills/{tenant} (the sandbox's copy must have been synced);
+   * default false.
+   */
+  readonly skills?: boolean | undefined;
+  /** Skill names the agent is told to prefer (appended to the system prompt). */
+  readonly preferredSkills?: readonly string[] | undefined;
   /** Claude Code's stderr as text. */
   readonly onStderr?: ((text: string) => void) | undefined;
   /** Each Claude Code process started (for its stderr tail and exit reason). */
@@ -86,6 +100,13 @@ export interface AgentOptionsInput {
 /** SDK Options that carry the AbortController which cancels the run (what runAgent takes). */
 export type AgentOptions = Options & { abortController: AbortController };
 
+/** The system prompt's addition naming the skills to prefer; empty for none. */
+export function preferredSkillsPrompt(names: readonly string[]): string {
+  if (names.length === 0) return '';
+  const listed = names.map((n) => `${SKILLS_PLUGIN_NAME}:${n}`).join(', ');
+  return `For this request, prefer these skills of the user's organisation when they fit the task, and invoke them with the Skill tool before anything else: ${listed}.`;
+}
+
 /** Builds the SDK Options of one execute. Pure apart from the spawner it closes over. */
 export function buildAgentOptions(input: AgentOptionsInput): AgentOptions {
   const { settings, conversation } = input;
@@ -94,14 +115,20 @@ export function buildAgentOptions(input: AgentOptionsInput): AgentOptions {
   if (conversation.workspaceEnabled) spawnEnv.CLAUDE_CONFIG_DIR = SANDBOX_CLAUDE_CONFIG_DIR;
   const tools = builtInToolsOf(settings.allowedTools);
   const mcpServers = mcpServersOf(settings);
+  const append = [settings.systemPrompt ?? '', preferredSkillsPrompt(input.preferredSkills ?? [])]
+    .filter((p) => p !== '')
+    .join('\n\n');
   const options: AgentOptions = {
     cwd,
     // the SDK never looks for it (custom spawn); Claude Code runs from this path in the sandbox
     pathToClaudeCodeExecutable: CLAUDE_CODE_SANDBOX_PATH,
     systemPrompt:
-      settings.systemPrompt !== undefined && settings.systemPrompt !== ''
-        ? { type: 'preset', preset: 'claude_code', append: settings.systemPrompt }
+      append !== ''
+        ? { type: 'preset', preset: 'claude_code', append }
         : { type: 'preset', preset: 'claude_code' },
+    ...(input.skills === true
+      ? { plugins: [{ type: 'local', path: sandboxSkillsDir(input.tenantId), skipMcpDiscovery: true }] }
+      : {}),
     allowedTools: [...settings.allowedTools],
     disallowedTools: [...settings.disallowedTools],
     ...(tools === undefined ? {} : { tools }),

@@ -103,6 +103,14 @@ export interface WorkspacePort {
   ): Promise<SyncResult>;
 }
 
+/** The tenant's skills (skills/skill-sync.ts): names for preferred_skills, and the sandbox's copy. */
+export interface SkillsPort {
+  /** The names of the tenant's skills. */
+  names(tenantId: string): Promise<string[]>;
+  /** Makes the sandbox's read-only /skills/{tenant} match the tenant's skills (skipped when it does). */
+  sync(target: SandboxTarget, tenant: Tenant): Promise<{ changed: boolean; skills: number }>;
+}
+
 export interface AgentPort {
   /** Runs the agent in the sandbox; every mapped event goes to onEvent in order. */
   run(input: {
@@ -110,6 +118,8 @@ export interface AgentPort {
     tenant: Tenant;
     conversation: Conversation;
     prompt: string;
+    /** Skills the agent is told to prefer (checked to be the tenant's). */
+    preferredSkills?: readonly string[] | undefined;
     signal: AbortSignal;
     onEvent: (ev: AgentEvent) => Promise<void>;
   }): Promise<AgentSummary>;
@@ -122,6 +132,8 @@ export interface ExecuteDeps {
   readonly sandboxes: SandboxPort;
   readonly workspace: WorkspacePort;
   readonly agent: AgentPort;
+  /** The tenant's skills; without it no skills reach sandboxes and preferred_skills is refused. */
+  readonly skills?: SkillsPort | undefined;
   readonly logger: Logger;
   readonly lockTtlMs: number;
   readonly pingIntervalMs: number;
@@ -158,19 +170,23 @@ const ZERO_USAGE: Usage = {
 };
 
 /**
- * Checks the context limit, takes the conversation lock and a run slot of the tenant, and creates
- * the run. Refusals: CONTEXT_LIMIT_EXCEEDED, CONVERSATION_LOCKED, CONCURRENCY_LIMITED. Nothing is
- * held when it throws.
+ * Checks the preferred skills and the context limit, takes the conversation lock and a run slot of
+ * the tenant, and creates the run. Refusals: SKILL_NOT_FOUND, CONTEXT_LIMIT_EXCEEDED,
+ * CONVERSATION_LOCKED, CONCURRENCY_LIMITED. Nothing is held when it throws.
  */
 export async function beginExecute(deps: ExecuteDeps, req: ExecuteRequest): Promise<RunHandle> {
   const { tenant, conversation } = req;
-  if (!conversation.workspaceEnabled) {
-    // Without a workspace the agent's cwd is the tenant's read-only skills directory
-    // (/skills/{tenant}); sandboxes get one with the skills API, which is not built yet.
-    throw new AppError(
-      'WORKSPACE_DISABLED',
-      'executes on a conversation created with workspace_enabled false need the tenant skills directory, which this version does not provide yet; create the conversation with a workspace',
-    );
+  const preferred = req.preferredSkills ?? [];
+  if (preferred.length > 0) {
+    const known = new Set(deps.skills ? await deps.skills.names(tenant.id) : []);
+    const missing = preferred.filter((n) => !known.has(n));
+    if (missing.length > 0) {
+      throw new AppError(
+        'SKILL_NOT_FOUND',
+        `preferred_skills names ${missing.map((n) => JSON.stringify(n.slice(0, 64))).join(', ')}, which the tenant does not have; GET /v1/skills lists its skills`,
+        { details: { missing } },
+      );
+    }
   }
   const limit = tenant.settings.maxContextTokens;
   if (conversation.contextTokens >= limit) {
@@ -299,7 +315,17 @@ export class RunHandle {
         },
       });
       this.throwIfAborted();
-      if (target.created) {
+      if (deps.skills !== undefined) {
+        await emit({ type: 'progress', data: { step: 'skills_sync', status: 'started' } });
+        const r = await deps.skills.sync(target, tenant);
+        await emit({
+          type: 'progress',
+          data: { step: 'skills_sync', status: 'done', changed: r.changed, skills: r.skills },
+        });
+      }
+      this.throwIfAborted();
+      // Without a workspace the agent works in the read-only /skills/{tenant}: nothing to restore.
+      if (target.created && conversation.workspaceEnabled) {
         await emit({ type: 'progress', data: { step: 'workspace_restore', status: 'started' } });
         const r = await deps.workspace.restore(target, tenant, conversation);
         await emit({
@@ -313,6 +339,7 @@ export class RunHandle {
         tenant,
         conversation,
         prompt: req.prompt,
+        preferredSkills: req.preferredSkills,
         signal: this.abort.signal,
         onEvent: emit,
       });
@@ -324,7 +351,7 @@ export class RunHandle {
       clearTimeout(timeout);
     }
     // The workspace goes back even after a failure or a cancel: what the agent wrote is kept.
-    if (target !== undefined) {
+    if (target !== undefined && conversation.workspaceEnabled) {
       try {
         await emit({ type: 'progress', data: { step: 'workspace_sync', status: 'started' } });
         sync = await deps.workspace.syncBack(target, tenant, conversation, this.runId);
