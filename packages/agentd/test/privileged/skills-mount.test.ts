@@ -45,8 +45,10 @@ async function tarOf(
   bodies: Record<string, string>,
 ): Promise<Buffer> {
   const pack = tar.pack();
-  for (const h of entries)
-    pack.entry(h, h.type === 'file' || h.type === undefined ? (bodies[h.name] ?? '') : undefined);
+  for (const h of entries) {
+    if (h.type === 'file' || h.type === undefined) pack.entry(h, bodies[h.name] ?? '');
+    else pack.entry(h);
+  }
   pack.finalize();
   const chunks: Buffer[] = [];
   for await (const c of pack) chunks.push(c as Buffer);

@@ -56,7 +56,7 @@ export function executeBodySchema(maxPromptChars: number) {
         ...text,
         description: "The user's message; a later execute resumes the conversation's agent session.",
       },
-      user_input: { ...text, description: 'Same as prompt (the seed system\'s name); give one of the two.' },
+      user_input: { ...text, description: "Same as prompt (the seed system's name); give one of the two." },
       executor: {
         type: 'object',
         required: ['user_id'],
@@ -130,7 +130,7 @@ export function registerExecuteRoutes(app: FastifyInstance, deps: ExecuteRouteDe
         docs: {
           errors: [
             'CONVERSATION_NOT_FOUND',
-            'WORKSPACE_DISABLED',
+            'SKILL_NOT_FOUND',
             'CONTEXT_LIMIT_EXCEEDED',
             'CONVERSATION_LOCKED',
             'CONCURRENCY_LIMITED',

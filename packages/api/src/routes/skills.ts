@@ -13,7 +13,12 @@ import type { FastifyInstance } from 'fastify';
 import type { ObjectStore } from '../types.js';
 import { tenantIdOf } from '../http/auth.js';
 import type { Skill, SkillRepository } from '../repositories/skills.js';
-import { DEFAULT_SKILL_LIMITS, RESERVED_SKILL_NAMES, SKILL_NAME_RE, parseSkillPackage } from '../skills/skill-package.js';
+import {
+  DEFAULT_SKILL_LIMITS,
+  RESERVED_SKILL_NAMES,
+  SKILL_NAME_RE,
+  parseSkillPackage,
+} from '../skills/skill-package.js';
 import type { SkillLimits } from '../skills/skill-package.js';
 import { skillObjectKey } from '../skills/skill-sync.js';
 
@@ -129,7 +134,11 @@ const EXAMPLE_SKILL = {
 };
 const EXAMPLE_FILES = [
   { path: 'SKILL.md', size: 312, sha256: '9b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c' },
-  { path: 'scripts/report.py', size: 1120, sha256: '1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b' },
+  {
+    path: 'scripts/report.py',
+    size: 1120,
+    sha256: '1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b',
+  },
 ];
 
 export async function registerSkillRoutes(app: FastifyInstance, deps: SkillRouteDeps): Promise<void> {
@@ -138,9 +147,13 @@ export async function registerSkillRoutes(app: FastifyInstance, deps: SkillRoute
   // The upload lives in its own context: its body is the raw tar.
   await app.register((scope, _opts, done) => {
     scope.removeAllContentTypeParsers();
-    scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: limits.maxBodyBytes }, (_req, body, next) => {
-      next(null, body);
-    });
+    scope.addContentTypeParser(
+      '*',
+      { parseAs: 'buffer', bodyLimit: limits.maxBodyBytes },
+      (_req, body, next) => {
+        next(null, body);
+      },
+    );
 
     scope.put<{ Params: { name: string }; Body: Buffer | undefined }>(
       '/v1/skills/:name',
@@ -219,7 +232,10 @@ export async function registerSkillRoutes(app: FastifyInstance, deps: SkillRoute
         }
         if (stored.replacedObjectKey !== undefined && stored.replacedObjectKey !== objectKey) {
           await deps.store.delete(stored.replacedObjectKey).catch((err: unknown) => {
-            req.log.warn({ err, key: stored.replacedObjectKey }, "a replaced skill version's object was not removed");
+            req.log.warn(
+              { err, key: stored.replacedObjectKey },
+              "a replaced skill version's object was not removed",
+            );
           });
         }
         req.log.info({ tenantId, skill: name, version: stored.skill.version }, 'skill stored');

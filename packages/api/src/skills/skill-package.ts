@@ -69,7 +69,6 @@ const MAX_PATH_BYTES = 512;
 const MAX_SEGMENT_BYTES = 255;
 const MAX_DEPTH = 16;
 // C0 controls, DEL and C1 controls
-// eslint-disable-next-line no-control-regex
 const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
 
 export interface SkillPackageFile {
@@ -110,7 +109,10 @@ function entrySegments(raw: string): string[] {
   while (name.startsWith('./')) name = name.slice(2);
   if (name.endsWith('/')) name = name.slice(0, -1);
   const why = (reason: string): AppError =>
-    invalid(`tar entry ${shown(raw)} ${reason}; paths must be relative and plain, such as "scripts/run.py"`, raw);
+    invalid(
+      `tar entry ${shown(raw)} ${reason}; paths must be relative and plain, such as "scripts/run.py"`,
+      raw,
+    );
   if (name === '' || name === '.') return [];
   if (raw.startsWith('/')) throw why('is absolute');
   if (CONTROL_RE.test(name)) throw why('contains a control character');
@@ -135,7 +137,10 @@ interface RawEntry {
 }
 
 /** The tar's files and directories, each checked; a gzip body is uncompressed first. */
-async function readEntries(body: Buffer, limits: SkillLimits): Promise<{ files: RawEntry[]; dirs: string[][] }> {
+async function readEntries(
+  body: Buffer,
+  limits: SkillLimits,
+): Promise<{ files: RawEntry[]; dirs: string[][] }> {
   if (body.length === 0) throw invalid('the body is empty; send the skill folder as a tar (or tar.gz)');
   if (body.length > limits.maxBodyBytes)
     throw invalid(`the package is ${body.length} bytes, over the ${limits.maxBodyBytes}-byte limit`);
@@ -191,7 +196,10 @@ async function readEntries(body: Buffer, limits: SkillLimits): Promise<{ files: 
         seen.add(key);
         const size = header.size ?? 0;
         if (size > limits.maxFileBytes)
-          throw invalid(`${shown(raw)} is ${size} bytes, over the ${limits.maxFileBytes}-byte limit for one file`, raw);
+          throw invalid(
+            `${shown(raw)} is ${size} bytes, over the ${limits.maxFileBytes}-byte limit for one file`,
+            raw,
+          );
         total += size;
         if (total > limits.maxTotalBytes)
           throw invalid(`the files total over ${limits.maxTotalBytes} bytes (at ${shown(raw)})`, raw);
@@ -215,14 +223,17 @@ async function readEntries(body: Buffer, limits: SkillLimits): Promise<{ files: 
     await done;
   } catch (err) {
     if (err instanceof AppError) throw err;
-    throw invalid(`the body is not a valid tar archive (${(err as Error).message}); send the skill folder as a tar or tar.gz`);
+    throw invalid(
+      `the body is not a valid tar archive (${(err as Error).message}); send the skill folder as a tar or tar.gz`,
+    );
   }
   // a path used as both a file and a directory (a/b a file, a/b/c another)
   const filePaths = new Set(files.map((f) => f.parts.join('/')));
   for (const f of files) {
     for (let i = 1; i < f.parts.length; i++) {
       const prefix = f.parts.slice(0, i).join('/');
-      if (filePaths.has(prefix)) throw invalid(`tar entry ${shown(f.raw)} is inside a file ${shown(prefix)}`, f.raw);
+      if (filePaths.has(prefix))
+        throw invalid(`tar entry ${shown(f.raw)} is inside a file ${shown(prefix)}`, f.raw);
     }
   }
   return { files, dirs };
@@ -252,11 +263,17 @@ export function parseSkillFrontmatter(text: string): { name: string | undefined;
     if (/^[>|][+-]?$/.test(value)) {
       const folded = value.startsWith('>');
       const block: string[] = [];
-      while (i + 1 < lines.length && (/^\s+\S/.test(lines[i + 1] as string) || (lines[i + 1] as string).trim() === '')) {
+      while (
+        i + 1 < lines.length &&
+        (/^\s+\S/.test(lines[i + 1] as string) || (lines[i + 1] as string).trim() === '')
+      ) {
         block.push((lines[++i] as string).trim());
       }
       value = (folded ? block.join(' ') : block.join('\n')).trim();
-    } else if ((value.startsWith('"') && value.endsWith('"') && value.length >= 2) || (value.startsWith("'") && value.endsWith("'") && value.length >= 2)) {
+    } else if (
+      (value.startsWith('"') && value.endsWith('"') && value.length >= 2) ||
+      (value.startsWith("'") && value.endsWith("'") && value.length >= 2)
+    ) {
       const q = value[0];
       value = value.slice(1, -1);
       value = q === '"' ? value.replace(/\\(["\\])/g, '$1').replace(/\\n/g, '\n') : value.replace(/''/g, "'");
@@ -267,7 +284,10 @@ export function parseSkillFrontmatter(text: string): { name: string | undefined;
   }
   const description = (fields.description ?? '').trim();
   if (description === '') {
-    throw invalid('SKILL.md frontmatter has no description; Claude Code needs one to offer the skill', 'SKILL.md');
+    throw invalid(
+      'SKILL.md frontmatter has no description; Claude Code needs one to offer the skill',
+      'SKILL.md',
+    );
   }
   if (description.length > 1024)
     throw invalid('SKILL.md frontmatter description is over 1024 characters', 'SKILL.md');
@@ -331,7 +351,8 @@ export async function parseSkillPackage(
     );
   }
   const text = skillMd.data.toString('utf8');
-  if (!Buffer.from(text, 'utf8').equals(skillMd.data)) throw invalid('SKILL.md is not UTF-8 text', 'SKILL.md');
+  if (!Buffer.from(text, 'utf8').equals(skillMd.data))
+    throw invalid('SKILL.md is not UTF-8 text', 'SKILL.md');
   const fm = parseSkillFrontmatter(text);
   if (fm.name !== undefined && fm.name !== name) {
     throw invalid(

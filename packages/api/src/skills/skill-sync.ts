@@ -146,7 +146,11 @@ export class SkillSync {
       skills: './',
     };
     packFiles(pack, [
-      { path: '.claude-plugin/plugin.json', data: Buffer.from(`${JSON.stringify(plugin)}\n`), executable: false },
+      {
+        path: '.claude-plugin/plugin.json',
+        data: Buffer.from(`${JSON.stringify(plugin)}\n`),
+        executable: false,
+      },
       { path: MARKER_PATH, data: Buffer.from(`${JSON.stringify({ fingerprint })}\n`), executable: false },
     ]);
     for (const s of skills) {

@@ -160,7 +160,11 @@ test('upload, list, describe, replace and delete a skill; S3 holds exactly the c
   const bList = await app.inject({ url: '/v1/skills', headers: { authorization: `Bearer ${b.key}` } });
   assert.deepEqual(bList.json(), { skills: [] });
   for (const method of ['GET', 'DELETE'] as const) {
-    const r = await app.inject({ method, url: '/v1/skills/pdf', headers: { authorization: `Bearer ${b.key}` } });
+    const r = await app.inject({
+      method,
+      url: '/v1/skills/pdf',
+      headers: { authorization: `Bearer ${b.key}` },
+    });
     assert.equal(r.statusCode, 422, r.body);
     assert.equal(r.json<{ code: string }>().code, 'SKILL_NOT_FOUND');
   }
@@ -186,18 +190,48 @@ test('a bad package is SKILL_INVALID naming the entry, and nothing is stored (a 
 
   const md = { name: 'SKILL.md', body: SKILL_MD('tool') };
   const cases: [string, Buffer, RegExp, string | undefined][] = [
-    ['symlink', await tarOf([md, { name: 'link', type: 'symlink', linkname: '/etc/passwd' }]), /symlink/, 'link'],
+    [
+      'symlink',
+      await tarOf([md, { name: 'link', type: 'symlink', linkname: '/etc/passwd' }]),
+      /symlink/,
+      'link',
+    ],
     ['hard link', await tarOf([md, { name: 'hard', type: 'link', linkname: 'SKILL.md' }]), /link/, 'hard'],
-    ['device', await tarOf([md, { name: 'dev', type: 'character-device', devmajor: 1, devminor: 3 }]), /character-device/, 'dev'],
+    [
+      'device',
+      await tarOf([md, { name: 'dev', type: 'character-device', devmajor: 1, devminor: 3 }]),
+      /character-device/,
+      'dev',
+    ],
     ['dot-dot', await tarOf([md, { name: 'a/../../x', body: 'x' }]), /"\.\." segment/, 'a/../../x'],
     ['absolute', await tarOf([md, { name: '/etc/cron.d/x', body: 'x' }]), /absolute/, '/etc/cron.d/x'],
-    ['control character', await tarOf([md, { name: 'a\u0007b', body: 'x' }]), /control character/, 'a\u0007b'],
-    ['duplicate', await tarOf([md, { name: 'x.txt', body: '1' }, { name: './x.txt', body: '2' }]), /twice/, './x.txt'],
+    [
+      'control character',
+      await tarOf([md, { name: 'a\u0007b', body: 'x' }]),
+      /control character/,
+      'a\u0007b',
+    ],
+    [
+      'duplicate',
+      await tarOf([md, { name: 'x.txt', body: '1' }, { name: './x.txt', body: '2' }]),
+      /twice/,
+      './x.txt',
+    ],
     ['no SKILL.md', await tarOf([{ name: 'README.md', body: 'x' }]), /no SKILL\.md/, 'SKILL.md'],
-    ['no description', await tarOf([{ name: 'SKILL.md', body: '---\nname: tool\n---\nbody\n' }]), /no description/, 'SKILL.md'],
+    [
+      'no description',
+      await tarOf([{ name: 'SKILL.md', body: '---\nname: tool\n---\nbody\n' }]),
+      /no description/,
+      'SKILL.md',
+    ],
     ['no frontmatter', await tarOf([{ name: 'SKILL.md', body: '# tool\n' }]), /frontmatter/, 'SKILL.md'],
     ['name mismatch', await tarOf([{ name: 'SKILL.md', body: SKILL_MD('other') }]), /"other"/, 'SKILL.md'],
-    ['not a tar', Buffer.from('hello, this is not a tar archive at all'.repeat(20)), /not a valid tar/, undefined],
+    [
+      'not a tar',
+      Buffer.from('hello, this is not a tar archive at all'.repeat(20)),
+      /not a valid tar/,
+      undefined,
+    ],
     ['empty body', Buffer.alloc(0), /empty/, undefined],
   ];
   for (const [what, body, message, entry] of cases) {

@@ -23,6 +23,10 @@ const CONTRACT = [
   'GET /v1/conversations/{id}/files',
   'GET /v1/conversations/{id}/files/{path}',
   'DELETE /v1/conversations/{id}/files/{path}',
+  'PUT /v1/skills/{name}',
+  'GET /v1/skills',
+  'GET /v1/skills/{name}',
+  'DELETE /v1/skills/{name}',
   'GET /openapi.json',
 ];
 
