@@ -175,3 +175,24 @@ test('a new sandbox has an empty, read-only /skills; a SKILLS write replaces one
   }
   assert.equal(existsSync(hostDir), false, 'destroy removed the host directory');
 });
+
+test('a warm-pool sandbox (created before it had an owner) has /skills too', async () => {
+  const m = agent!.manager;
+  m.warm('host', createReq.limits, 'none');
+  for (let i = 0; i < 300 && m.warmCount() === 0; i++) await new Promise((r) => setTimeout(r, 200));
+  assert.ok(m.warmCount() > 0, 'a warm sandbox was started');
+  const { sandbox } = await callUnary(client, 'createSandbox', createReq);
+  const id = sandbox!.id;
+  try {
+    assert.equal(sandbox!.fromPool, true);
+    const body = await tarOf([{ name: 'x/SKILL.md', mode: 0o644 }], { 'x/SKILL.md': 'pool\n' });
+    await writeSkills(id, 't2', body);
+    const seen = await sh(id, 'cat /skills/t2/x/SKILL.md; (mkdir /skills/y) 2>&1; true');
+    assert.match(
+      seen.stdout.toString(),
+      /^pool\nmkdir: cannot create directory .\/skills\/y.: Read-only file system\n$/,
+    );
+  } finally {
+    await callUnary(client, 'destroySandbox', { ownerId: owner, sandboxId: id });
+  }
+});
