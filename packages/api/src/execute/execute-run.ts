@@ -337,7 +337,12 @@ export class RunHandle {
       summary = await deps.agent.run({
         target,
         tenant,
-        conversation,
+        // Without a workspace the session's transcript lived in the old sandbox's HOME: a new
+        // sandbox starts a new session rather than fail to resume one it cannot find.
+        conversation:
+          target.created && !conversation.workspaceEnabled
+            ? { ...conversation, sessionId: null }
+            : conversation,
         prompt: req.prompt,
         preferredSkills: req.preferredSkills,
         signal: this.abort.signal,

@@ -192,9 +192,11 @@ test('a run: title, sandbox, restore, agent events, sync, done; lock and slot re
 test('without a workspace: skills synced, no restore and no sync-back; preferred skills reach the agent', async () => {
   const synced: string[] = [];
   let preferred: readonly string[] | undefined;
+  let resumed: string | null | undefined;
   const h = harness(
     async (input) => {
       preferred = input.preferredSkills;
+      resumed = input.conversation.sessionId;
       return okAgent(input);
     },
     {
@@ -209,7 +211,7 @@ test('without a workspace: skills synced, no restore and no sync-back; preferred
   );
   const handle = await beginExecute(h.deps, {
     tenant,
-    conversation: conv({ workspaceEnabled: false }),
+    conversation: conv({ workspaceEnabled: false, sessionId: 'old-session' }),
     prompt: 'x',
     preferredSkills: ['pdf'],
   });
@@ -218,6 +220,7 @@ test('without a workspace: skills synced, no restore and no sync-back; preferred
   assert.deepEqual(h.steps, ['ensure'], 'neither restore nor sync-back ran');
   assert.deepEqual(synced, ['t1:sb1']);
   assert.deepEqual(preferred, ['pdf']);
+  assert.equal(resumed, null, 'a new sandbox has no transcript of the old session: it starts a new one');
   assert.deepEqual(
     h.stored
       .filter((e) => e.type === 'progress')
