@@ -205,3 +205,62 @@ test('uploaded skills reach the agent read-only, are discovered by Claude Code a
     { skills?: string[] } | undefined;
   assert.ok(init3?.skills?.includes('hako:docx-tool') && !init3.skills.includes('hako:pdf-tool'));
 });
+
+test('with a workspace the skills are loaded too, and skills the agent writes itself never are', async () => {
+  const s = S();
+  const api = s.apis[0]!.url;
+  const t = await call(api, s.adminToken, 'POST', '/v1/tenants', {
+    name: 'skills-ws',
+    settings: { limits: { memory_bytes: 1024 ** 3, disk_bytes: SMALL_DISK } },
+  });
+  const key = String(
+    (await call(api, s.adminToken, 'POST', `/v1/tenants/${String(t.json.id)}/api-keys`)).json.key,
+  );
+  const up = await call(
+    api,
+    key,
+    'PUT',
+    '/v1/skills/real-skill',
+    await skillTarGz('real-skill', { 'SKILL.md': '---\ndescription: The uploaded one\n---\nbody\n' }),
+    'application/gzip',
+  );
+  assert.equal(up.status, 201, up.text);
+  const conv = await call(api, key, 'POST', '/v1/conversations', {});
+  const id = String(conv.json.id);
+  const plant = (dir: string, name: string) =>
+    `mkdir -p ${dir}/${name} && printf -- '---\\nname: ${name}\\ndescription: planted by the agent\\n---\\nx\\n' > ${dir}/${name}/SKILL.md`;
+  const run = async (script: ScriptInput) => {
+    s.model.setScript(script);
+    const r = await call(api, key, 'POST', `/v1/conversations/${id}/execute`, { prompt: 'go' });
+    assert.equal(r.status, 200, r.text);
+    const events = parseSse(r.text);
+    assert.equal(events.at(-1)?.data.status, 'completed', JSON.stringify(events.at(-1)?.data));
+    const init = events.find((e) => e.event === 'init')?.data.sdk_message as
+      { skills?: string[] } | undefined;
+    const outputs = events.filter((e) => e.event === 'tool_result').map((e) => String(e.data.output));
+    return { skills: init?.skills ?? [], outputs };
+  };
+  const first = await run({
+    turns: [
+      {
+        tool: 'Bash',
+        input: {
+          command: `${plant('/workspace/.claude/skills', 'planted-project')} && ${plant('$HOME/.claude/skills', 'planted-user')} && ${plant('/workspace/.hako/claude/skills', 'planted-config')} && echo PLANTED`,
+        },
+      },
+      { text: 'planted' },
+    ],
+  });
+  assert.ok(first.skills.includes('hako:real-skill'), JSON.stringify(first));
+  assert.ok(
+    first.outputs.some((o) => o.trim() === 'PLANTED'),
+    `planting failed: ${JSON.stringify(first.outputs)}`,
+  );
+  const second = (await run({ turns: [{ text: 'looked' }] })).skills;
+  assert.ok(second.includes('hako:real-skill'), JSON.stringify(second));
+  assert.deepEqual(
+    second.filter((n) => n.includes('planted')),
+    [],
+    `skills the agent wrote were loaded: ${JSON.stringify(second)}`,
+  );
+});
