@@ -261,7 +261,8 @@ export const ERROR_CODES = {
   SKILL_NOT_FOUND: {
     grpc: 'NOT_FOUND',
     http: 422,
-    summary: "The request names a skill the tenant does not have (a path's name, or one of preferred_skills).",
+    summary:
+      "The request names a skill the tenant does not have (a path's name, or one of preferred_skills).",
   },
   INTERNAL: { grpc: 'INTERNAL', http: 500, summary: 'An unexpected internal error.' },
 } as const satisfies Record<string, CodeSpec>;
