@@ -12,6 +12,7 @@ import type {
   CreateInput,
   ExecHandle,
   ExecInput,
+  FilesTargetName,
   GcResult,
   ImageInfo,
   InvokeInput,
@@ -25,6 +26,7 @@ import { callWorker, resolveInvokeTarget } from './invoke-worker.js';
 import type { InvokeNetwork, InvokeSandboxView } from './invoke-worker.js';
 import type { SandboxManager } from './sandbox-manager.js';
 import { readTarFromWorkspace, writeTarToWorkspace } from './workspace-files.js';
+import { replaceSkillsDir } from './skills-files.js';
 import type { FileTransferLimits } from './workspace-files.js';
 
 export interface HakodBackendDeps {
@@ -76,14 +78,25 @@ export class HakodBackend implements AgentBackend {
     id: string,
     destDir: string,
     tar: Readable,
+    target: FilesTargetName = 'workspace',
   ): Promise<{ files: number; bytes: number }> {
+    if (target === 'skills') {
+      const root = this.d.manager.skillsOf(ownerId, id);
+      return replaceSkillsDir(root, destDir, tar, this.d.fileLimits);
+    }
     const root = this.d.manager.workspaceOf(ownerId, id);
     const uid = this.d.sandboxUid;
     return writeTarToWorkspace(root, destDir, tar, { uid, gid: uid }, this.d.fileLimits);
   }
 
-  readFiles(ownerId: string, id: string, paths: readonly string[]): Promise<Readable> {
-    const root = this.d.manager.workspaceOf(ownerId, id);
+  readFiles(
+    ownerId: string,
+    id: string,
+    paths: readonly string[],
+    target: FilesTargetName = 'workspace',
+  ): Promise<Readable> {
+    const root =
+      target === 'skills' ? this.d.manager.skillsOf(ownerId, id) : this.d.manager.workspaceOf(ownerId, id);
     return Promise.resolve(readTarFromWorkspace(root, paths, this.d.fileLimits));
   }
 

@@ -7,6 +7,8 @@
 import type { Readable } from 'node:stream';
 
 export type NetworkModeName = 'none' | 'egress';
+/** Where WriteFiles and ReadFiles act: the sandbox's /workspace or its read-only /skills. */
+export type FilesTargetName = 'workspace' | 'skills';
 export type SandboxStateName = 'creating' | 'running' | 'paused' | 'stopping' | 'stopped' | 'failed';
 
 /** Limits as asked; 0 or undefined means the node's default. */
@@ -168,15 +170,24 @@ export interface AgentBackend {
   destroySandbox(ownerId: string, id: string): Promise<void>;
   /** Starts a process; rejects before anything runs when the input or the sandbox is not usable. */
   exec(input: ExecInput): Promise<ExecHandle>;
-  /** Unpacks a tar stream into /workspace/destDir. */
+  /**
+   * Unpacks a tar stream into /workspace/destDir, or (target `skills`) replaces /skills/destDir
+   * whole with it (destDir: one name). Undefined target = `workspace`.
+   */
   writeFiles(
     ownerId: string,
     id: string,
     destDir: string,
     tar: Readable,
+    target?: FilesTargetName,
   ): Promise<{ files: number; bytes: number }>;
-  /** A tar stream of workspace paths ([] = everything). */
-  readFiles(ownerId: string, id: string, paths: readonly string[]): Promise<Readable>;
+  /** A tar stream of paths of /workspace, or of /skills (target `skills`); [] = everything. */
+  readFiles(
+    ownerId: string,
+    id: string,
+    paths: readonly string[],
+    target?: FilesTargetName,
+  ): Promise<Readable>;
   invokeWorker(input: InvokeInput): Promise<InvokeOutput>;
   garbageCollect(prefix: string, dryRun: boolean): Promise<GcResult>;
   pauseSandbox(ownerId: string, id: string): Promise<SandboxInfo>;

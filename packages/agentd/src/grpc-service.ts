@@ -521,7 +521,7 @@ export function createAgentService(backend: AgentBackend, opts: AgentServiceOpti
           stream.on('error', () => undefined); // the backend sees it through its own read
           tar = stream;
           Promise.resolve()
-            .then(() => backend.writeFiles(h.ownerId, h.sandboxId, h.destDir, stream))
+            .then(() => backend.writeFiles(h.ownerId, h.sandboxId, h.destDir, stream, h.target))
             .then(
               (r) => answer(null, { filesWritten: r.files, bytesWritten: r.bytes }),
               (e: unknown) => answer(e),
@@ -571,7 +571,7 @@ export function createAgentService(backend: AgentBackend, opts: AgentServiceOpti
     Promise.resolve()
       .then(() => {
         const r = readFilesFrom(req as ReadFilesRequest, limits);
-        return backend.readFiles(r.ownerId, r.sandboxId, r.paths);
+        return backend.readFiles(r.ownerId, r.sandboxId, r.paths, r.target);
       })
       .then(
         (readable) => {

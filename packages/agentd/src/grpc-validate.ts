@@ -6,7 +6,7 @@
 import { constants as osConstants } from 'node:os';
 import { AppError } from '@hako/core';
 import { assertSandboxId } from '@hako/sandbox';
-import { NetworkMode } from '@hako/proto';
+import { FilesTarget, NetworkMode } from '@hako/proto';
 import type {
   CreateSandboxRequest,
   ExecSignal,
@@ -18,7 +18,14 @@ import type {
   ReadFilesRequest,
   WriteFilesHeader,
 } from '@hako/proto';
-import type { CreateInput, ExecInput, InvokeInput, LimitsInput, NetworkModeName } from './backend.js';
+import type {
+  CreateInput,
+  ExecInput,
+  FilesTargetName,
+  InvokeInput,
+  LimitsInput,
+  NetworkModeName,
+} from './backend.js';
 
 /** Size and count bounds of request fields (the defaults suit hakod; tests may lower them). */
 export interface RequestBounds {
@@ -285,23 +292,36 @@ function checkRelPath(s: string, field: string): string {
   return s;
 }
 
+/** FILES_TARGET_* as the backend's name; INVALID_ARGUMENT for an unknown value. */
+export function filesTargetFrom(t: FilesTarget | undefined): FilesTargetName {
+  if (t === undefined || t === FilesTarget.FILES_TARGET_WORKSPACE) return 'workspace';
+  if (t === FilesTarget.FILES_TARGET_SKILLS) return 'skills';
+  throw bad('target', `${String(t)} is not a FilesTarget (WORKSPACE or SKILLS)`);
+}
+
 export function writeHeaderFrom(h: WriteFilesHeader): {
   ownerId: string;
   sandboxId: string;
   destDir: string;
+  target: FilesTargetName;
 } {
+  const target = filesTargetFrom(h.target);
+  const destDir = checkRelPath(str(h.destDir, 'dest_dir'), 'dest_dir');
+  if (target === 'skills' && destDir === '') throw bad('dest_dir', 'is required with target SKILLS');
   return {
     ownerId: checkOwnerId(h.ownerId),
     sandboxId: checkSandboxId(h.sandboxId),
-    destDir: checkRelPath(str(h.destDir, 'dest_dir'), 'dest_dir'),
+    destDir,
+    target,
   };
 }
 
 export function readFilesFrom(
   req: ReadFilesRequest,
   bounds: RequestBounds,
-): { ownerId: string; sandboxId: string; paths: string[] } {
+): { ownerId: string; sandboxId: string; paths: string[]; target: FilesTargetName } {
   return {
+    target: filesTargetFrom(req.target),
     ownerId: checkOwnerId(req.ownerId),
     sandboxId: checkSandboxId(req.sandboxId),
     paths: checkList(req.paths, 'paths', bounds.maxPaths, (s, f) => {

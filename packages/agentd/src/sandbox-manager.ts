@@ -226,6 +226,18 @@ export class SandboxManager {
     return m.sb.workspaceDir;
   }
 
+  /** The owner's running sandbox's skills directory on the host (mounted read-only at /skills). */
+  skillsOf(ownerId: string, id: string): string {
+    const m = this.lookup(ownerId, id);
+    if (m.sb.state !== 'running') throw new AppError('SANDBOX_STATE_INVALID', `sandbox ${id} is not running`);
+    if (m.sb.skillsDir === '')
+      throw new AppError(
+        'SANDBOX_STATE_INVALID',
+        `sandbox ${id} has no /skills directory; create a new sandbox`,
+      );
+    return m.sb.skillsDir;
+  }
+
   counts(): Record<SandboxStateName | 'warm', number> {
     const c: Record<SandboxStateName | 'warm', number> = {
       creating: this.inFlight,

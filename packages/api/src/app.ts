@@ -27,6 +27,7 @@ import { ToolLogRepository } from './repositories/tool-logs.js';
 import { registerModelRoutes } from './routes/models.js';
 import { registerUsageRoutes } from './routes/usage.js';
 import { registerToolLogRoutes } from './routes/tool-logs.js';
+import { SkillRepository } from './repositories/skills.js';
 import { registerAuth } from './http/auth.js';
 import { RouteRecorder, buildOpenApi } from './http/openapi.js';
 import { registerProblemHandlers, sendProblem } from './http/problem.js';
@@ -47,6 +48,7 @@ import { mcpServerRouteDeps, registerMcpServerRoutes } from './routes/mcp-server
 import type { ApiMetrics } from './metrics/api-metrics.js';
 import { registerHttpMetrics } from './metrics/instrument.js';
 import { registerMetricsRoutes } from './routes/metrics.js';
+import { registerSkillRoutes } from './routes/skills.js';
 
 /** The repository calls the HTTP routes make (the real ones: createAppRepos). */
 export interface AppRepos {
@@ -75,6 +77,7 @@ export interface AppRepos {
     McpServerRepository,
     'create' | 'list' | 'get' | 'update' | 'delete' | 'listForConversation' | 'setOverride' | 'clearOverride'
   >;
+  skills: Pick<SkillRepository, 'list' | 'get' | 'upsert' | 'delete'>;
   /** Runs `fn` with repositories bound to one transaction: all of it or nothing. */
   transaction<T>(fn: (tx: AppRepos) => Promise<T>): Promise<T>;
 }
@@ -93,6 +96,7 @@ export function createAppRepos(db: Queryable): AppRepos {
     usage: new UsageRepository(db),
     toolLogs: new ToolLogRepository(db),
     mcpServers: new McpServerRepository(db),
+    skills: new SkillRepository(db),
     transaction: (fn) => db.transaction((tx) => fn(createAppRepos(tx))),
   };
 }
@@ -297,6 +301,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerToolLogRoutes(app, { toolLogs: repos.toolLogs });
   registerMcpServerRoutes(app, mcpServerRouteDeps(repos.mcpServers));
   if (deps.metrics) registerMetricsRoutes(app, { metrics: deps.metrics });
+  await registerSkillRoutes(app, { store: deps.store, skills: repos.skills });
   for (const plugin of deps.routes ?? []) await plugin(app);
 
   let document: Record<string, unknown> | undefined;

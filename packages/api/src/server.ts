@@ -62,6 +62,8 @@ import type {
 } from './execute/execute-run.js';
 import { reapOrphanRuns } from './execute/run-reaper.js';
 import { mimeTypeOf } from './execute/mime.js';
+import { SkillRepository } from './repositories/skills.js';
+import { skillsPort } from './skills/skills-port.js';
 
 export interface RunningApi {
   readonly url: string;
@@ -160,6 +162,7 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
         writeTar: sandboxWriter(clientOf),
         logger,
       }),
+      skills: skillsPort({ skills: new SkillRepository(db), store, logger, clientOf }),
     };
 
     const reaper = setInterval(() => {
@@ -485,7 +488,7 @@ function agentPort(
   mcpServers: McpServerRepository,
 ): AgentPort {
   return {
-    run: async ({ target, tenant, conversation, prompt, model, signal, onEvent }) => {
+    run: async ({ target, tenant, conversation, prompt, model, preferredSkills, signal, onEvent }) => {
       const abortController = new AbortController();
       const onAbort = (): void => abortController.abort(signal.reason);
       if (signal.aborted) onAbort();
@@ -511,6 +514,8 @@ function agentPort(
           abortController,
           logger,
           inProcessMcpServers: { [HAKO_MCP_SERVER]: createHakoMcpServer(marks) },
+          skills: true,
+          preferredSkills,
         });
         // The runner's own done event is not stored: the flow stores one done, after the sync.
         const summary = await runAgent({

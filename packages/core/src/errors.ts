@@ -309,6 +309,18 @@ export const ERROR_CODES = {
     http: 503,
     summary: 'The API process is shutting down; send requests to another process.',
   },
+  SKILL_INVALID: {
+    grpc: 'INVALID_ARGUMENT',
+    http: 422,
+    summary:
+      'The skill package is refused: not a tar, too large, a bad or duplicate path, a link or device, or no SKILL.md with a name and description.',
+  },
+  SKILL_NOT_FOUND: { grpc: 'NOT_FOUND', http: 404, summary: 'The tenant has no skill of that name.' },
+  SKILL_UNKNOWN: {
+    grpc: 'FAILED_PRECONDITION',
+    http: 422,
+    summary: 'preferred_skills names a skill the tenant does not have (GET /v1/skills lists them).',
+  },
   INTERNAL: { grpc: 'INTERNAL', http: 500, summary: 'An unexpected internal error.' },
 } as const satisfies Record<string, CodeSpec>;
 

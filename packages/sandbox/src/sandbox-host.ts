@@ -80,6 +80,11 @@ export interface RunOptions {
 
 const HOME = '/home/sandbox';
 
+/** Where every sandbox sees its skills directory (read-only; see Sandbox.skillsDir). */
+export const SANDBOX_SKILLS_PATH = '/skills';
+/** The skills directory's name inside a sandbox's bundle directory. */
+const SKILLS_DIR = 'skills';
+
 /** Where a long-lived sandbox's init (catatonit, bind-mounted read-only from the host) is. */
 export const SANDBOX_INIT_PATH = '/dev/.hako-init';
 
@@ -219,6 +224,10 @@ export class SandboxHost {
       await mkdir(sb.bundleDir, { mode: 0o700 });
       sb.cleanup.push('bundle', () => rm(sb.bundleDir, { recursive: true, force: true }), CONCURRENT);
       await writeFile(join(sb.bundleDir, OWNER_FILE), ownerRecord());
+      // /skills: empty and root's until hakod writes a tenant's skills into it (WriteFiles, target
+      // SKILLS); read-only inside the sandbox. Removed with the bundle.
+      sb.skillsDir = join(sb.bundleDir, SKILLS_DIR);
+      await mkdir(sb.skillsDir, { mode: 0o755 });
 
       // Independent resources are acquired concurrently; each pushes its undo as soon as it holds
       // it, so a failure of one still undoes the others. /etc needs the address (egress).
@@ -300,7 +309,10 @@ export class SandboxHost {
           ? cg.notJoined.map((rel) => `/sys/fs/cgroup/${rel}`)
           : [],
         annotations,
-        extraBinds: sandboxBinds(this.d.binds ?? [], extraBinds),
+        extraBinds: sandboxBinds(this.d.binds ?? [], [
+          { destination: SANDBOX_SKILLS_PATH, source: sb.skillsDir, readonly: true },
+          ...extraBinds,
+        ]),
       });
       await writeFile(join(sb.bundleDir, 'config.json'), JSON.stringify(spec));
       sb.cleanup.push('runtime container', () => this.deleteContainer(sb));
@@ -620,6 +632,8 @@ export class SandboxHost {
     };
     sb.cgroupProcs = cg.procsFiles;
     sb.workspaceDir = this.d.quota.pathFor(sb.name);
+    sb.skillsDir = join(sb.bundleDir, SKILLS_DIR);
+    await mkdir(sb.skillsDir, { recursive: true, mode: 0o755 });
     await writeFile(join(sb.bundleDir, OWNER_FILE), ownerRecord());
     this.held.add(sb.name);
     sb.transition('running');

@@ -45,6 +45,11 @@ export class Sandbox {
   network: NetworkAttachment | undefined;
   /** The workspace directory on the quota volume. */
   workspaceDir = '';
+  /**
+   * The host directory mounted read-only at /skills (inside the bundle directory, so the bundle's
+   * cleanup step and the GC remove it with the bundle); only hakod writes it.
+   */
+  skillsDir = '';
   bundleDir = '';
   /** The sandbox cgroup's `cgroup.procs` files, for a runtime that joins instead of managing it. */
   cgroupProcs: readonly string[] = [];

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AppError } from '@hako/core';
-import { CreateSandboxRequest, ExecStart, InvokeWorkerRequest, NetworkMode } from '@hako/proto';
+import { CreateSandboxRequest, ExecStart, FilesTarget, InvokeWorkerRequest, NetworkMode } from '@hako/proto';
 import {
   DEFAULT_REQUEST_BOUNDS as B,
   checkOwnerId,
@@ -146,7 +146,28 @@ test('files, invoke, gc and pull requests', () => {
     ownerId: 'o',
     sandboxId: ID,
     destDir: 'src',
+    target: 'workspace',
   });
+  // the read-only /skills tree: a directory name is required; unknown targets are refused
+  assert.equal(
+    writeHeaderFrom({ ownerId: 'o', sandboxId: ID, destDir: 't1', target: FilesTarget.FILES_TARGET_SKILLS })
+      .target,
+    'skills',
+  );
+  refused(
+    () =>
+      writeHeaderFrom({ ownerId: 'o', sandboxId: ID, destDir: '', target: FilesTarget.FILES_TARGET_SKILLS }),
+    /dest_dir/,
+  );
+  refused(
+    () => writeHeaderFrom({ ownerId: 'o', sandboxId: ID, destDir: 'x', target: FilesTarget.UNRECOGNIZED }),
+    /target/,
+  );
+  assert.equal(
+    readFilesFrom({ ownerId: 'o', sandboxId: ID, paths: [], target: FilesTarget.FILES_TARGET_SKILLS }, B)
+      .target,
+    'skills',
+  );
   refused(() => writeHeaderFrom({ ownerId: 'o', sandboxId: ID, destDir: 'a\0' }), /dest_dir/);
   refused(() => readFilesFrom({ ownerId: 'o', sandboxId: ID, paths: [''] }, B), /paths\[0\]/);
   refused(() => readFilesFrom({ ownerId: 'o', sandboxId: ID, paths: ['a\nb'] }, B), /paths\[0\]/);

@@ -27,6 +27,12 @@
  *   reads) lives in /workspace/.hako/claude so it is synced with the workspace and survives a new
  *   sandbox; without a workspace it stays in the sandbox's HOME and resume works only while the
  *   same sandbox lives.
+ * - skills: the tenant's skills are /skills/{tenant} (read-only, written only by hakod from the
+ *   skills API; see skills/skill-sync.ts), loaded as a local plugin (`plugins`, MCP discovery off)
+ *   whose manifest points its skills at the directory's root. That is the one mechanism that loads
+ *   exactly that directory: settingSources 'project' would also load the agent-writable
+ *   /workspace/.claude, and 'user' the agent-writable ~/.claude. Claude Code names them `hako:<name>`
+ *   (the Skill tool also takes the bare name). preferred_skills is appended to the system prompt.
  */
 import type {
   McpSdkServerConfigWithInstance,
@@ -37,6 +43,7 @@ import type { Logger } from '@hako/core';
 import { CLAUDE_CODE_SANDBOX_PATH } from '@hako/agentd';
 import type { AgentClient } from '@hako/proto';
 import type { Conversation, McpServer, TenantSettings } from '../types.js';
+import { SKILLS_PLUGIN_NAME, sandboxSkillsDir } from '../skills/skill-sync.js';
 import { makeSpawner } from './claude-spawner.js';
 import type { SandboxProcess } from './sandbox-process.js';
 
@@ -90,6 +97,13 @@ export interface AgentOptionsInput {
   /** Aborting it ends the run and kills Claude Code in the sandbox. */
   readonly abortController: AbortController;
   readonly logger: Logger;
+  /**
+   * Load the tenant's skills from /skills/{tenant} (the sandbox's copy must have been synced);
+   * default false.
+   */
+  readonly skills?: boolean | undefined;
+  /** Skill names the agent is told to prefer (appended to the system prompt). */
+  readonly preferredSkills?: readonly string[] | undefined;
   /** Claude Code's stderr as text. */
   readonly onStderr?: ((text: string) => void) | undefined;
   /** Each Claude Code process started (for its stderr tail and exit reason). */
@@ -104,6 +118,13 @@ export interface AgentOptionsInput {
 
 /** SDK Options that carry the AbortController which cancels the run (what runAgent takes). */
 export type AgentOptions = Options & { abortController: AbortController };
+
+/** The system prompt's addition naming the skills to prefer; empty for none. */
+export function preferredSkillsPrompt(names: readonly string[]): string {
+  if (names.length === 0) return '';
+  const listed = names.map((n) => `${SKILLS_PLUGIN_NAME}:${n}`).join(', ');
+  return `For this request, prefer these skills of the user's organisation when they fit the task, and invoke them with the Skill tool before anything else: ${listed}.`;
+}
 
 /** Builds the SDK Options of one execute. Pure apart from the spawner it closes over. */
 export function buildAgentOptions(input: AgentOptionsInput): AgentOptions {
@@ -122,14 +143,20 @@ export function buildAgentOptions(input: AgentOptionsInput): AgentOptions {
     settings.allowedTools.length === 0
       ? []
       : [...settings.allowedTools, ...Object.keys(inProcess).map((name) => `mcp__${name}`)];
+  const append = [settings.systemPrompt ?? '', preferredSkillsPrompt(input.preferredSkills ?? [])]
+    .filter((p) => p !== '')
+    .join('\n\n');
   const options: AgentOptions = {
     cwd,
     // the SDK never looks for it (custom spawn); Claude Code runs from this path in the sandbox
     pathToClaudeCodeExecutable: CLAUDE_CODE_SANDBOX_PATH,
     systemPrompt:
-      settings.systemPrompt !== undefined && settings.systemPrompt !== ''
-        ? { type: 'preset', preset: 'claude_code', append: settings.systemPrompt }
+      append !== ''
+        ? { type: 'preset', preset: 'claude_code', append }
         : { type: 'preset', preset: 'claude_code' },
+    ...(input.skills === true
+      ? { plugins: [{ type: 'local', path: sandboxSkillsDir(input.tenantId), skipMcpDiscovery: true }] }
+      : {}),
     allowedTools,
     disallowedTools: [...settings.disallowedTools],
     ...(tools === undefined ? {} : { tools }),

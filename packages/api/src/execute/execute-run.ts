@@ -112,6 +112,14 @@ export interface WorkspacePort {
   ): Promise<SyncResult>;
 }
 
+/** The tenant's skills (skills/skill-sync.ts): names for preferred_skills, and the sandbox's copy. */
+export interface SkillsPort {
+  /** The names of the tenant's skills. */
+  names(tenantId: string): Promise<string[]>;
+  /** Makes the sandbox's read-only /skills/{tenant} match the tenant's skills (skipped when it does). */
+  sync(target: SandboxTarget, tenant: Tenant): Promise<{ changed: boolean; skills: number }>;
+}
+
 export interface AgentPort {
   /** Runs the agent in the sandbox; every mapped event goes to onEvent in order. */
   run(input: {
@@ -121,6 +129,8 @@ export interface AgentPort {
     prompt: string;
     /** The model the SDK gets (`model`); undefined: Claude Code's default. */
     model?: string | undefined;
+    /** Skills the agent is told to prefer (checked to be the tenant's). */
+    preferredSkills?: readonly string[] | undefined;
     signal: AbortSignal;
     onEvent: (ev: AgentEvent) => Promise<void>;
   }): Promise<AgentSummary>;
@@ -169,6 +179,8 @@ export interface ExecuteDeps {
   readonly attachments?: AttachmentPort | undefined;
   /** Chooses the run's model; without it runs get no model (Claude Code's default). */
   readonly models?: ModelPort | undefined;
+  /** The tenant's skills; without it no skills reach sandboxes and preferred_skills is refused. */
+  readonly skills?: SkillsPort | undefined;
   readonly logger: Logger;
   readonly lockTtlMs: number;
   readonly pingIntervalMs: number;
@@ -207,19 +219,24 @@ const ZERO_USAGE: Usage = {
 };
 
 /**
- * Checks the context limit and the model, takes the conversation lock and a run slot of the
- * tenant, and creates the run. Refusals: CONTEXT_LIMIT_EXCEEDED, MODEL_UNKNOWN, MODEL_DISABLED,
+ * Checks the preferred skills, the context limit and the model, takes the conversation lock and a
+ * run slot of the tenant, and creates the run. Refusals: SKILL_UNKNOWN, CONTEXT_LIMIT_EXCEEDED,
+ * MODEL_UNKNOWN, MODEL_DISABLED,
  * CONVERSATION_LOCKED, CONCURRENCY_LIMITED. Nothing is held when it throws.
  */
 export async function beginExecute(deps: ExecuteDeps, req: ExecuteRequest): Promise<RunHandle> {
   const { tenant, conversation } = req;
-  if (!conversation.workspaceEnabled) {
-    // Without a workspace the agent's cwd is the tenant's read-only skills directory
-    // (/skills/{tenant}); sandboxes get one with the skills API, which is not built yet.
-    throw new AppError(
-      'WORKSPACE_DISABLED',
-      'executes on a conversation created with workspace_enabled false need the tenant skills directory, which this version does not provide yet; create the conversation with a workspace',
-    );
+  const preferred = req.preferredSkills ?? [];
+  if (preferred.length > 0) {
+    const known = new Set(deps.skills ? await deps.skills.names(tenant.id) : []);
+    const missing = preferred.filter((n) => !known.has(n));
+    if (missing.length > 0) {
+      throw new AppError(
+        'SKILL_UNKNOWN',
+        `preferred_skills names ${missing.map((n) => JSON.stringify(n.slice(0, 64))).join(', ')}, which the tenant does not have; GET /v1/skills lists its skills`,
+        { details: { missing } },
+      );
+    }
   }
   const limit = tenant.settings.maxContextTokens;
   if (conversation.contextTokens >= limit) {
@@ -353,7 +370,17 @@ export class RunHandle {
         },
       });
       this.throwIfAborted();
-      if (target.created) {
+      if (deps.skills !== undefined) {
+        await emit({ type: 'progress', data: { step: 'skills_sync', status: 'started' } });
+        const r = await deps.skills.sync(target, tenant);
+        await emit({
+          type: 'progress',
+          data: { step: 'skills_sync', status: 'done', changed: r.changed, skills: r.skills },
+        });
+      }
+      this.throwIfAborted();
+      // Without a workspace the agent works in the read-only /skills/{tenant}: nothing to restore.
+      if (target.created && conversation.workspaceEnabled) {
         await emit({ type: 'progress', data: { step: 'workspace_restore', status: 'started' } });
         const r = await deps.workspace.restore(target, tenant, conversation);
         await emit({
@@ -376,9 +403,15 @@ export class RunHandle {
       summary = await deps.agent.run({
         target,
         tenant,
-        conversation,
+        // Without a workspace the session's transcript lived in the old sandbox's HOME: a new
+        // sandbox starts a new session rather than fail to resume one it cannot find.
+        conversation:
+          target.created && !conversation.workspaceEnabled
+            ? { ...conversation, sessionId: null }
+            : conversation,
         prompt: req.prompt,
         model: this.model,
+        preferredSkills: req.preferredSkills,
         signal: this.abort.signal,
         onEvent: emit,
       });
@@ -390,7 +423,7 @@ export class RunHandle {
       clearTimeout(timeout);
     }
     // The workspace goes back even after a failure or a cancel: what the agent wrote is kept.
-    if (target !== undefined) {
+    if (target !== undefined && conversation.workspaceEnabled) {
       try {
         await emit({ type: 'progress', data: { step: 'workspace_sync', status: 'started' } });
         sync = await deps.workspace.syncBack(target, tenant, conversation, this.runId);

@@ -163,6 +163,7 @@ function registerExecuteRoute(app: FastifyInstance, deps: ExecuteRouteDeps): voi
             'CONVERSATION_NOT_FOUND',
             'CONVERSATION_ARCHIVED',
             'WORKSPACE_DISABLED',
+            'SKILL_UNKNOWN',
             'CONTEXT_LIMIT_EXCEEDED',
             'MODEL_UNKNOWN',
             'MODEL_DISABLED',

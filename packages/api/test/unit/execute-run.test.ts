@@ -190,12 +190,64 @@ test('a run: title, sandbox, restore, agent events, sync, done; lock and slot re
   assert.equal(h.slots.used, 0);
 });
 
-test('refusals hold nothing: no workspace, context limit, a locked conversation, no run slot', async () => {
-  const h = harness(okAgent);
-  await assert.rejects(
-    beginExecute(h.deps, { tenant, conversation: conv({ workspaceEnabled: false }), prompt: 'x' }),
-    { code: 'WORKSPACE_DISABLED' },
+test('without a workspace: skills synced, no restore and no sync-back; preferred skills reach the agent', async () => {
+  const synced: string[] = [];
+  let preferred: readonly string[] | undefined;
+  let resumed: string | null | undefined;
+  const h = harness(
+    async (input) => {
+      preferred = input.preferredSkills;
+      resumed = input.conversation.sessionId;
+      return okAgent(input);
+    },
+    {
+      skills: {
+        names: async () => ['pdf', 'docx'],
+        sync: async (target, t) => {
+          synced.push(`${t.id}:${target.sandboxId}`);
+          return { changed: true, skills: 2 };
+        },
+      },
+    },
   );
+  const handle = await beginExecute(h.deps, {
+    tenant,
+    conversation: conv({ workspaceEnabled: false, sessionId: 'old-session' }),
+    prompt: 'x',
+    preferredSkills: ['pdf'],
+  });
+  const done = await handle.run({ onEvent: async () => undefined });
+  assert.equal(done?.data.status, 'completed');
+  assert.deepEqual(h.steps, ['ensure'], 'neither restore nor sync-back ran');
+  assert.deepEqual(synced, ['t1:sb1']);
+  assert.deepEqual(preferred, ['pdf']);
+  assert.equal(resumed, null, 'a new sandbox has no transcript of the old session: it starts a new one');
+  assert.deepEqual(
+    h.stored
+      .filter((e) => e.type === 'progress')
+      .map((e) => `${String(e.data.step)}:${String(e.data.status)}`),
+    ['sandbox:started', 'sandbox:done', 'skills_sync:started', 'skills_sync:done'],
+  );
+  // a skill the tenant does not have is refused before anything is taken
+  await assert.rejects(
+    beginExecute(h.deps, { tenant, conversation: conv(), prompt: 'x', preferredSkills: ['pdf', 'nope'] }),
+    (e: { code?: string; message?: string }) => e.code === 'SKILL_UNKNOWN' && /"nope"/.test(e.message ?? ''),
+  );
+  assert.equal(h.locks.held.size, 0);
+  // without a skills port every preferred skill is unknown
+  await assert.rejects(
+    beginExecute(harness(okAgent).deps, {
+      tenant,
+      conversation: conv(),
+      prompt: 'x',
+      preferredSkills: ['pdf'],
+    }),
+    { code: 'SKILL_UNKNOWN' },
+  );
+});
+
+test('refusals hold nothing: context limit, a locked conversation, no run slot', async () => {
+  const h = harness(okAgent);
   await assert.rejects(
     beginExecute(h.deps, { tenant, conversation: conv({ contextTokens: 1000 }), prompt: 'x' }),
     {

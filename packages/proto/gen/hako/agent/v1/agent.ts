@@ -201,6 +201,49 @@ export function exitReasonToJSON(object: ExitReason): string {
   }
 }
 
+/**
+ * Where WriteFiles and ReadFiles act. Every sandbox has both: /workspace (the sandbox user's,
+ * read-write) and /skills (read-only inside the sandbox; only hakod writes it, as root).
+ */
+export enum FilesTarget {
+  /** FILES_TARGET_WORKSPACE - /workspace (the default) */
+  FILES_TARGET_WORKSPACE = 0,
+  /**
+   * FILES_TARGET_SKILLS - /skills. A write replaces dest_dir (one name, required) whole and atomically: the tar is
+   * unpacked beside it and swapped in, so a reader sees the old tree or the new one. Files are
+   * owned by root; the sandbox user can read them and gets EROFS writing them.
+   */
+  FILES_TARGET_SKILLS = 1,
+  UNRECOGNIZED = -1,
+}
+
+export function filesTargetFromJSON(object: any): FilesTarget {
+  switch (object) {
+    case 0:
+    case "FILES_TARGET_WORKSPACE":
+      return FilesTarget.FILES_TARGET_WORKSPACE;
+    case 1:
+    case "FILES_TARGET_SKILLS":
+      return FilesTarget.FILES_TARGET_SKILLS;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return FilesTarget.UNRECOGNIZED;
+  }
+}
+
+export function filesTargetToJSON(object: FilesTarget): string {
+  switch (object) {
+    case FilesTarget.FILES_TARGET_WORKSPACE:
+      return "FILES_TARGET_WORKSPACE";
+    case FilesTarget.FILES_TARGET_SKILLS:
+      return "FILES_TARGET_SKILLS";
+    case FilesTarget.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Zero in any field means the node's default for it. */
 export interface Limits {
   /** CPU quota in cores (0.5 = half a core) */
@@ -380,8 +423,10 @@ export interface WriteFilesRequest {
 export interface WriteFilesHeader {
   ownerId: string;
   sandboxId: string;
-  /** relative to /workspace; default the workspace root */
+  /** relative to the target; default the workspace root (required for SKILLS) */
   destDir: string;
+  /** unset = FILES_TARGET_WORKSPACE */
+  target?: FilesTarget | undefined;
 }
 
 export interface WriteFilesResponse {
@@ -392,8 +437,10 @@ export interface WriteFilesResponse {
 export interface ReadFilesRequest {
   ownerId: string;
   sandboxId: string;
-  /** relative to /workspace; a directory is read recursively; empty = everything */
+  /** relative to the target; a directory is read recursively; empty = everything */
   paths: string[];
+  /** unset = FILES_TARGET_WORKSPACE */
+  target?: FilesTarget | undefined;
 }
 
 export interface ReadFilesResponse {
@@ -3373,7 +3420,7 @@ export const WriteFilesRequest: MessageFns<WriteFilesRequest> = {
 };
 
 function createBaseWriteFilesHeader(): WriteFilesHeader {
-  return { ownerId: "", sandboxId: "", destDir: "" };
+  return { ownerId: "", sandboxId: "", destDir: "", target: undefined };
 }
 
 export const WriteFilesHeader: MessageFns<WriteFilesHeader> = {
@@ -3386,6 +3433,9 @@ export const WriteFilesHeader: MessageFns<WriteFilesHeader> = {
     }
     if (message.destDir !== "") {
       writer.uint32(26).string(message.destDir);
+    }
+    if (message.target !== undefined) {
+      writer.uint32(32).int32(message.target);
     }
     return writer;
   },
@@ -3427,6 +3477,14 @@ export const WriteFilesHeader: MessageFns<WriteFilesHeader> = {
             message.destDir = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.target = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3456,6 +3514,7 @@ export const WriteFilesHeader: MessageFns<WriteFilesHeader> = {
         : isSet(object.dest_dir)
         ? globalThis.String(object.dest_dir)
         : "",
+      target: isSet(object.target) ? filesTargetFromJSON(object.target) : undefined,
     };
   },
 
@@ -3470,6 +3529,9 @@ export const WriteFilesHeader: MessageFns<WriteFilesHeader> = {
     if (message.destDir !== "") {
       obj.destDir = message.destDir;
     }
+    if (message.target !== undefined) {
+      obj.target = filesTargetToJSON(message.target);
+    }
     return obj;
   },
 
@@ -3481,6 +3543,7 @@ export const WriteFilesHeader: MessageFns<WriteFilesHeader> = {
     message.ownerId = object.ownerId ?? "";
     message.sandboxId = object.sandboxId ?? "";
     message.destDir = object.destDir ?? "";
+    message.target = object.target ?? undefined;
     return message;
   },
 };
@@ -3579,7 +3642,7 @@ export const WriteFilesResponse: MessageFns<WriteFilesResponse> = {
 };
 
 function createBaseReadFilesRequest(): ReadFilesRequest {
-  return { ownerId: "", sandboxId: "", paths: [] };
+  return { ownerId: "", sandboxId: "", paths: [], target: undefined };
 }
 
 export const ReadFilesRequest: MessageFns<ReadFilesRequest> = {
@@ -3592,6 +3655,9 @@ export const ReadFilesRequest: MessageFns<ReadFilesRequest> = {
     }
     for (const v of message.paths) {
       writer.uint32(26).string(v!);
+    }
+    if (message.target !== undefined) {
+      writer.uint32(32).int32(message.target);
     }
     return writer;
   },
@@ -3633,6 +3699,14 @@ export const ReadFilesRequest: MessageFns<ReadFilesRequest> = {
             message.paths.push(reader.string());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.target = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3658,6 +3732,7 @@ export const ReadFilesRequest: MessageFns<ReadFilesRequest> = {
         ? globalThis.String(object.sandbox_id)
         : "",
       paths: globalThis.Array.isArray(object?.paths) ? object.paths.map((e: any) => globalThis.String(e)) : [],
+      target: isSet(object.target) ? filesTargetFromJSON(object.target) : undefined,
     };
   },
 
@@ -3672,6 +3747,9 @@ export const ReadFilesRequest: MessageFns<ReadFilesRequest> = {
     if (message.paths?.length) {
       obj.paths = message.paths;
     }
+    if (message.target !== undefined) {
+      obj.target = filesTargetToJSON(message.target);
+    }
     return obj;
   },
 
@@ -3683,6 +3761,7 @@ export const ReadFilesRequest: MessageFns<ReadFilesRequest> = {
     message.ownerId = object.ownerId ?? "";
     message.sandboxId = object.sandboxId ?? "";
     message.paths = object.paths?.map((e) => e) || [];
+    message.target = object.target ?? undefined;
     return message;
   },
 };
@@ -6511,7 +6590,10 @@ export const AgentService = {
     responseSerialize: (value: ExecResponse): Buffer => Buffer.from(ExecResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ExecResponse => ExecResponse.decode(value),
   },
-  /** A tar stream unpacked into /workspace (first message `header`, then `chunk`s). */
+  /**
+   * A tar stream unpacked into /workspace, or into the read-only /skills tree (first message
+   * `header`, then `chunk`s).
+   */
   writeFiles: {
     path: "/hako.agent.v1.Agent/WriteFiles" as const,
     requestStream: true as const,
@@ -6521,7 +6603,7 @@ export const AgentService = {
     responseSerialize: (value: WriteFilesResponse): Buffer => Buffer.from(WriteFilesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): WriteFilesResponse => WriteFilesResponse.decode(value),
   },
-  /** Files of /workspace as a tar stream. */
+  /** Files of /workspace (or /skills) as a tar stream. */
   readFiles: {
     path: "/hako.agent.v1.Agent/ReadFiles" as const,
     requestStream: false as const,
@@ -6637,9 +6719,12 @@ export interface AgentServer extends UntypedServiceImplementation {
    * `started` and ends with `exit`, after which the server closes the stream.
    */
   exec: handleBidiStreamingCall<ExecRequest, ExecResponse>;
-  /** A tar stream unpacked into /workspace (first message `header`, then `chunk`s). */
+  /**
+   * A tar stream unpacked into /workspace, or into the read-only /skills tree (first message
+   * `header`, then `chunk`s).
+   */
   writeFiles: handleClientStreamingCall<WriteFilesRequest, WriteFilesResponse>;
-  /** Files of /workspace as a tar stream. */
+  /** Files of /workspace (or /skills) as a tar stream. */
   readFiles: handleServerStreamingCall<ReadFilesRequest, ReadFilesResponse>;
   /** Calls the HTTP worker inside a sandbox (seed P1-1). hakod resolves the sandbox's address itself. */
   invokeWorker: handleUnaryCall<InvokeWorkerRequest, InvokeWorkerResponse>;
@@ -6726,7 +6811,10 @@ export interface AgentClient extends Client {
   exec(): ClientDuplexStream<ExecRequest, ExecResponse>;
   exec(options: Partial<CallOptions>): ClientDuplexStream<ExecRequest, ExecResponse>;
   exec(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<ExecRequest, ExecResponse>;
-  /** A tar stream unpacked into /workspace (first message `header`, then `chunk`s). */
+  /**
+   * A tar stream unpacked into /workspace, or into the read-only /skills tree (first message
+   * `header`, then `chunk`s).
+   */
   writeFiles(
     callback: (error: ServiceError | null, response: WriteFilesResponse) => void,
   ): ClientWritableStream<WriteFilesRequest>;
@@ -6743,7 +6831,7 @@ export interface AgentClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: WriteFilesResponse) => void,
   ): ClientWritableStream<WriteFilesRequest>;
-  /** Files of /workspace as a tar stream. */
+  /** Files of /workspace (or /skills) as a tar stream. */
   readFiles(request: ReadFilesRequest, options?: Partial<CallOptions>): ClientReadableStream<ReadFilesResponse>;
   readFiles(
     request: ReadFilesRequest,
