@@ -383,7 +383,9 @@ test('archive keeps the data, hides the conversation, refuses runs and uploads, 
   assert.equal(refused.body.code, 'CONVERSATION_LOCKED');
   await held.release();
   assert.equal((await call(app, key, 'GET', `/v1/conversations/${c.id}`)).body.archived, false);
-  assert.deepEqual(h.released, []);
+  // only the upload released the (live) sandbox, so the next run restores the workspace from S3
+  assert.deepEqual(h.released, [c.id]);
+  h.released.length = 0;
 
   const a = await call(app, key, 'POST', `/v1/conversations/${c.id}/archive`);
   assert.equal(a.status, 200);
@@ -504,6 +506,7 @@ test('DELETE removes the S3 workspace, the spool and every row; another conversa
   await held.release();
   assert.equal((await rowCounts(db, doomed.id)).conversations, 1);
 
+  h.released.length = 0; // uploads above released the live sandboxes too
   const d = await call(app, key, 'DELETE', `/v1/conversations/${doomed.id}`);
   assert.equal(d.status, 204, JSON.stringify(d.body));
   assert.deepEqual(h.released, [doomed.id]);
