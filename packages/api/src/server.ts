@@ -50,7 +50,7 @@ import { runAgent } from './agent/runner.js';
 import type { AgentClient } from '@hako/proto';
 import { isAppError } from '@hako/core';
 import type { ConversationResources } from './conversations/conversation-lifecycle.js';
-import type { AgentEvent, ConcurrencyLimiter, LockManager, RateLimiter, Tenant } from './types.js';
+import type { AgentEvent, ConcurrencyLimiter, LockManager, RateLimiter } from './types.js';
 import type {
   AgentPort,
   ExecuteDeps,
