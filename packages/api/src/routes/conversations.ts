@@ -12,6 +12,7 @@ import type {
   ConversationPage,
   ConversationUpdate,
 } from '../repositories/conversations.js';
+import { pagedResponseSchema } from '../http/pagination.js';
 
 /** What the conversation routes need from the repositories and the lifecycle (archive, delete). */
 export interface ConversationRouteDeps {
@@ -298,17 +299,7 @@ export function registerConversationRoutes(app: FastifyInstance, deps: Conversat
           },
         },
         response: {
-          200: {
-            type: 'object',
-            required: ['conversations', 'next_cursor'],
-            properties: {
-              conversations: { type: 'array', items: conversationSchema },
-              next_cursor: {
-                type: ['string', 'null'],
-                description: 'Pass as cursor for the next page; null on the last page.',
-              },
-            },
-          },
+          200: pagedResponseSchema('conversations', conversationSchema),
         },
       },
       config: {

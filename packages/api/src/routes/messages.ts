@@ -8,6 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import { tenantIdOf } from '../http/auth.js';
 import type { Message, MessagePage } from '../repositories/messages.js';
 import { EXAMPLE_CONVERSATION_ID, conversationParams } from './conversations.js';
+import { pagedResponseSchema } from '../http/pagination.js';
 
 export interface MessageRouteDeps {
   /** CONVERSATION_NOT_FOUND when not the tenant's; CURSOR_INVALID for a cursor it did not make. */
@@ -133,17 +134,7 @@ export function registerMessageRoutes(app: FastifyInstance, deps: MessageRouteDe
           },
         },
         response: {
-          200: {
-            type: 'object',
-            required: ['messages', 'next_cursor'],
-            properties: {
-              messages: { type: 'array', items: messageSchema },
-              next_cursor: {
-                type: ['string', 'null'],
-                description: 'Pass as cursor for the next page; null on the last page.',
-              },
-            },
-          },
+          200: pagedResponseSchema('messages', messageSchema),
         },
       },
       config: {

@@ -9,6 +9,7 @@ import { tenantIdOf } from '../http/auth.js';
 import type { ToolCallLog } from '../types.js';
 import type { ToolLogRepository } from '../repositories/tool-logs.js';
 import { TOOL_OUTPUT_SUMMARY_BYTES } from '../repositories/tool-logs.js';
+import { pagedResponseSchema } from '../http/pagination.js';
 
 export interface ToolLogRouteDeps {
   toolLogs: Pick<ToolLogRepository, 'list'>;
@@ -107,14 +108,7 @@ export function registerToolLogRoutes(app: FastifyInstance, deps: ToolLogRouteDe
           },
         },
         response: {
-          200: {
-            type: 'object',
-            required: ['tool_logs', 'next_cursor'],
-            properties: {
-              tool_logs: { type: 'array', items: toolLogSchema },
-              next_cursor: { type: ['string', 'null'], description: 'null on the last page.' },
-            },
-          },
+          200: pagedResponseSchema('tool_logs', toolLogSchema),
         },
       },
       config: {

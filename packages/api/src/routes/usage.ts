@@ -9,6 +9,7 @@ import type { FastifyInstance } from 'fastify';
 import { tenantIdOf } from '../http/auth.js';
 import type { UsageRecord } from '../types.js';
 import type { UsageFilter, UsageGroupBy, UsageRepository, UsageTotals } from '../repositories/usage.js';
+import { pagedResponseSchema } from '../http/pagination.js';
 
 export interface UsageRouteDeps {
   usage: Pick<UsageRepository, 'list' | 'summary' | 'costReport'>;
@@ -222,14 +223,7 @@ export function registerUsageRoutes(app: FastifyInstance, deps: UsageRouteDeps):
           },
         },
         response: {
-          200: {
-            type: 'object',
-            required: ['usage', 'next_cursor'],
-            properties: {
-              usage: { type: 'array', items: recordSchema },
-              next_cursor: { type: ['string', 'null'], description: 'null on the last page.' },
-            },
-          },
+          200: pagedResponseSchema('usage', recordSchema),
         },
       },
       config: {
