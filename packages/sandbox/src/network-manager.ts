@@ -2,7 +2,8 @@
  * The sandbox network of one env: a named netns per sandbox, attached by the real CNI `bridge` +
  * `host-local` plugins to the env's bridge, behind the env's nftables lockdown.
  */
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { writeAtomic } from './atomic-file.js';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AggregateAppError, AppError, toAppError } from '@hako/core';
@@ -388,9 +389,3 @@ async function readdirOrEmpty(dir: string): Promise<string[]> {
 
 /** A cached result file: `{name}.json`, or writeAtomic's `{name}.json.{pid}.tmp`. */
 const RESULT_FILE_RE = /^(.+)\.json(?:\.\d+\.tmp)?$/;
-
-async function writeAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, text, { mode: 0o600 });
-  await rename(tmp, path);
-}

@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process';
 import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { AggregateAppError, AppError, toAppError } from '@hako/core';
 import type { Logger, SandboxHostConfig } from '@hako/core';
+import { ATOMIC_TMP_RE, writeAtomic } from './atomic-file.js';
 import { Sandbox } from './sandbox.js';
 import type { SandboxOptions } from './sandbox.js';
 import { buildOciSpec, buildProcess, sandboxBinds } from './oci-spec.js';
@@ -223,7 +224,7 @@ export class SandboxHost {
       sb.bundleDir = join(this.runDir, sb.name);
       await mkdir(sb.bundleDir, { mode: 0o700 });
       sb.cleanup.push('bundle', () => rm(sb.bundleDir, { recursive: true, force: true }), CONCURRENT);
-      await writeFile(join(sb.bundleDir, OWNER_FILE), ownerRecord());
+      await writeAtomic(join(sb.bundleDir, OWNER_FILE), ownerRecord());
       // /skills: empty and root's until hakod writes a tenant's skills into it (WriteFiles, target
       // SKILLS); read-only inside the sandbox. Removed with the bundle.
       sb.skillsDir = join(sb.bundleDir, SKILLS_DIR);
@@ -634,7 +635,7 @@ export class SandboxHost {
     sb.workspaceDir = this.d.quota.pathFor(sb.name);
     sb.skillsDir = join(sb.bundleDir, SKILLS_DIR);
     await mkdir(sb.skillsDir, { recursive: true, mode: 0o755 });
-    await writeFile(join(sb.bundleDir, OWNER_FILE), ownerRecord());
+    await writeAtomic(join(sb.bundleDir, OWNER_FILE), ownerRecord());
     this.held.add(sb.name);
     sb.transition('running');
     return sb;
@@ -700,9 +701,11 @@ export class SandboxHost {
         bundles.push(name);
         if (owner.pid !== process.pid && processAlive(owner.pid)) live.add(name);
       } catch (err) {
-        // a bundle directory without a readable owner record: its create died before writing it
-        // (nothing else was acquired yet), or the directory is not hako's: only an empty one goes
-        if ((await readdir(join(this.runDir, name)).catch(() => ['?'])).length === 0) bundles.push(name);
+        // a bundle directory without a readable owner record: its create died before the record
+        // landed (nothing else was acquired yet: the directory is empty or holds only the record's
+        // temporary file), or the directory is not hako's and stays
+        const entries = await readdir(join(this.runDir, name)).catch(() => ['?']);
+        if (entries.every((e) => ATOMIC_TMP_RE.exec(e)?.[1] === OWNER_FILE)) bundles.push(name);
         else this.d.logger.warn({ name, err }, 'gc: bundle without an owner record left alone');
       }
     }

@@ -515,3 +515,30 @@ test("a CNI result write cut short by a crash (writeAtomic's temporary file) is 
   assert.equal(existsSync(tmp), false, 'the temporary result file was removed');
   assertForeignIntact();
 });
+
+test("a bundle whose owner record never landed (only writeAtomic's temporary file) goes with GC; one holding other files stays", async () => {
+  const a = await newHakod({ min: 0, max: 0 });
+  const cutShort = resourceName(env, randomBytes(6).toString('hex'));
+  const unknown = resourceName(env, randomBytes(6).toString('hex'));
+  mkdirSync(join(envRunDir, cutShort), { recursive: true });
+  writeFileSync(join(envRunDir, cutShort, 'owner.json.4242.tmp'), '{"pid":');
+  mkdirSync(join(envRunDir, unknown), { recursive: true });
+  writeFileSync(join(envRunDir, unknown, 'owner.json'), '{"pid":');
+  writeFileSync(join(envRunDir, unknown, 'config.json'), '{}');
+  try {
+    const r = await a.m.garbageCollect('hako', false);
+    assert.deepEqual(r.failed, []);
+    assert.deepEqual(byName(r).get(cutShort), ['bundle']);
+    assert.equal(existsSync(join(envRunDir, cutShort)), false, 'the cut-short bundle was removed');
+    assert.equal(byName(r).get(unknown), undefined);
+    assert.equal(
+      existsSync(join(envRunDir, unknown, 'config.json')),
+      true,
+      'an unreadable record with more beside it is left alone',
+    );
+  } finally {
+    rmSync(join(envRunDir, cutShort), { recursive: true, force: true });
+    rmSync(join(envRunDir, unknown), { recursive: true, force: true });
+  }
+  assertForeignIntact();
+});
