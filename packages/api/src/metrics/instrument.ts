@@ -31,7 +31,15 @@ export function instrumentRunStore(store: RunStore, metrics: ApiMetrics): RunSto
       };
       try {
         const stored = await store.finishRun(input);
-        metrics.runEnded({ ...counted, status: input.status, errorCode: input.errorCode });
+        // The stored done event's cost: priced from the model's registry prices when it has them
+        // (the summary holds what Claude Code reported), so the counter sums what usage reports.
+        const doneCost = stored.data.cost_usd;
+        metrics.runEnded({
+          ...counted,
+          ...(typeof doneCost === 'number' ? { costUsd: doneCost } : {}),
+          status: input.status,
+          errorCode: input.errorCode,
+        });
         return stored;
       } catch (err) {
         metrics.runEnded({

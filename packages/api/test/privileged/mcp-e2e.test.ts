@@ -175,6 +175,7 @@ test('registered MCP servers: stdio in the sandbox, remote through the egress pr
   assert.deepEqual(
     (init?.data.mcp_servers as { name: string; status: string }[]).map((m) => [m.name, m.status]).sort(),
     [
+      ['hako', 'connected'],
       ['probe', 'connected'],
       ['remote', 'connected'],
     ],
@@ -234,7 +235,12 @@ test('registered MCP servers: stdio in the sandbox, remote through the egress pr
   const mcpNames = new Set(
     asked.flatMap((r) => JSON.stringify(r.body).match(/mcp__[A-Za-z0-9_-]+?__[A-Za-z0-9_]+/g) ?? []),
   );
-  assert.deepEqual([...mcpNames].sort(), ['mcp__probe__whoami', 'mcp__remote__echo']);
+  // (and hako's own in-process present_files)
+  assert.deepEqual([...mcpNames].sort(), [
+    'mcp__hako__present_files',
+    'mcp__probe__whoami',
+    'mcp__remote__echo',
+  ]);
 
   // the allowlist no longer covers the remote server: the next execute skips it, with a note and a warning
   const db2 = new pg.Client({ connectionString: s.databaseUrl });
@@ -259,10 +265,10 @@ test('registered MCP servers: stdio in the sandbox, remote through the egress pr
     [['remote', 'egress_denied']],
   );
   const init2 = events2.find((e) => e.event === 'init');
-  assert.deepEqual(
-    (init2?.data.mcp_servers as { name: string }[]).map((m) => m.name),
-    ['probe'],
-  );
+  assert.deepEqual((init2?.data.mcp_servers as { name: string }[]).map((m) => m.name).sort(), [
+    'hako',
+    'probe',
+  ]);
   assert.deepEqual(
     (init2?.data.mcp_servers_skipped as { name: string }[]).map((m) => m.name),
     ['remote'],
