@@ -42,7 +42,7 @@ import { WorkspaceObjectRepository } from './repositories/workspace-objects.js';
 import { PresentedFileRepository } from './repositories/presented-files.js';
 import { createAttachmentPort, sandboxWriter } from './execute/attachments.js';
 import { HAKO_MCP_SERVER, PresentMarks, createHakoMcpServer } from './agent/hako-tools.js';
-import { ModelRepository, chooseRunModel } from './repositories/models.js';
+import { ModelRepository, chooseRunModelWithProvider } from './repositories/models.js';
 import { buildAgentOptions } from './agent/options-builder.js';
 import { McpServerRepository } from './repositories/mcp-servers.js';
 import { prepareRunMcpServers } from './mcp/effective-set.js';
@@ -150,7 +150,7 @@ export async function startApi(env: EnvRecord, opts: { logger: Logger }): Promis
       agent: agentPort(logger, clientOf, new McpServerRepository(db)),
       models: {
         choose: (tenant, conversation) =>
-          chooseRunModel(new ModelRepository(db), {
+          chooseRunModelWithProvider(new ModelRepository(db), {
             conversationModel: conversation.modelId,
             tenantModel: tenant.settings.model,
             configuredDefault: config.HAKO_DEFAULT_MODEL,
@@ -424,7 +424,7 @@ function sandboxPort(
   config: ApiConfig,
 ): SandboxPort {
   return {
-    ensure: async (tenant, conversation) => {
+    ensure: async (tenant, conversation, opts) => {
       const known = await conversations.getSandbox(tenant.id, conversation.id);
       const l = tenant.settings.limits;
       const s = await sandboxes.ensureSandbox({
@@ -435,6 +435,8 @@ function sandboxPort(
         idleTimeoutSeconds: Math.ceil(config.HAKO_SANDBOX_IDLE_TIMEOUT / 1000),
         knownNode: known?.node,
         knownSandboxId: known?.sandboxId,
+        // the run's model provider names hakod's upstream: `bedrock` or `anthropic`
+        upstreams: [opts?.provider ?? 'anthropic'],
       });
       if (known?.node !== s.node || known.sandboxId !== s.sandboxId) {
         await conversations.setSandbox(tenant.id, conversation.id, { node: s.node, sandboxId: s.sandboxId });

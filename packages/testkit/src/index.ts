@@ -11,3 +11,4 @@ export * from './scripted-model-sse.js';
 export * from './scripted-model-classify.js';
 export * from './direct-run.js';
 export * from './demo-script.js';
+export * from './scripted-model-bedrock.js';

@@ -2,6 +2,8 @@
 // Claude Code binary talks to through ANTHROPIC_BASE_URL. It plays a script of turns (see
 // scripted-model-script.ts), streams them exactly as the API does (scripted-model-sse.ts), and
 // tells the conversation's turns from Claude Code's auxiliary calls (scripted-model-classify.ts).
+// With `bedrock` credentials it also plays the Bedrock runtime (scripted-model-bedrock.ts): the
+// same script answered to SigV4-signed InvokeModel[WithResponseStream] calls.
 import { createServer } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -14,6 +16,8 @@ import { classifyRequest, turnMarker } from './scripted-model-classify.js';
 import type { RequestClass } from './scripted-model-classify.js';
 import { parseScript } from './scripted-model-script.js';
 import type { Script, ScriptInput, ScriptTurn } from './scripted-model-script.js';
+import { bedrockChunk, parseBedrockInvocation, verifyBedrockSigV4 } from './scripted-model-bedrock.js';
+import type { BedrockCredentials } from './scripted-model-bedrock.js';
 import { apiId, buildMessage, encodeSseEvent, estimateTokens, messageEvents } from './scripted-model-sse.js';
 import type { ApiMessage } from './scripted-model-sse.js';
 
@@ -30,9 +34,22 @@ export interface RecordedRequest {
    * What the server made of it: `main` conversation turns (with the script turn they got;
    * `turn >= script.turns.length` means the final text), `subagent` turns, `compaction`
    * (answered with a summary), `aux` helper calls (with `reason`), `count_tokens`, `models`,
-   * `hello`, or `unknown` (answered 404 and logged at warn).
+   * `hello`, `inference_profiles` (Bedrock's ListInferenceProfiles), `unsigned` (a Bedrock request
+   * whose signature failed: 403), or `unknown` (answered 404 and logged at warn).
    */
-  kind: RequestClass['kind'] | 'count_tokens' | 'models' | 'hello' | 'unknown';
+  kind:
+    | RequestClass['kind']
+    | 'count_tokens'
+    | 'models'
+    | 'hello'
+    | 'inference_profiles'
+    | 'unsigned'
+    | 'unknown';
+  /**
+   * Bedrock mode: the model id of an invocation (from the path) and the SigV4 verdict ('ok' or
+   * why the signature was refused).
+   */
+  bedrock?: { modelId?: string; signature: string };
   turn?: number;
   /** Why a request counted as auxiliary. */
   reason?: string;
@@ -51,6 +68,13 @@ export interface ScriptedModelOptions {
   logger?: Logger;
   /** Keep every request in `requests` (default true); off for long benchmarks. */
   record?: boolean;
+  /**
+   * Also answer as the Bedrock runtime: `POST /model/{id}/invoke-with-response-stream` (AWS
+   * event-stream of the Anthropic events), `POST /model/{id}/invoke` (one JSON message) and
+   * `GET /inference-profiles` (empty), each only when SigV4-signed with these credentials
+   * (else 403 InvalidSignatureException).
+   */
+  bedrock?: BedrockCredentials;
 }
 
 export interface ScriptedModel {
@@ -155,6 +179,7 @@ export async function startScriptedModel(opts: ScriptedModelOptions): Promise<Sc
     res: ServerResponse,
     body: Record<string, unknown>,
     entry: RecordedRequest,
+    bedrock?: { modelId: string; stream: boolean },
   ): Promise<void> => {
     const cls = classifyRequest(body, { headers: req.headers, subagentPrompts });
     const current = script;
@@ -183,7 +208,7 @@ export async function startScriptedModel(opts: ScriptedModelOptions): Promise<Sc
         break;
     }
     log.debug({ ...cls, model: body.model }, 'scripted model: messages request');
-    const model = typeof body.model === 'string' ? body.model : DEFAULT_MODEL;
+    const model = bedrock?.modelId ?? (typeof body.model === 'string' ? body.model : DEFAULT_MODEL);
     const message = buildMessage(turn, { model, inputTokens: inputTokensOf(body) });
     for (const block of message.content) {
       if (
@@ -207,6 +232,23 @@ export async function startScriptedModel(opts: ScriptedModelOptions): Promise<Sc
       } finally {
         res.off('close', onClose);
       }
+    }
+    if (bedrock !== undefined) {
+      if (!bedrock.stream) {
+        sendJson(res, 200, message);
+        return;
+      }
+      res.writeHead(200, {
+        'content-type': 'application/vnd.amazon.eventstream',
+        'x-amzn-requestid': apiId('req'),
+        'x-amzn-bedrock-content-type': 'application/json',
+      });
+      for (const e of messageEvents(message)) {
+        if (res.destroyed) return;
+        res.write(bedrockChunk(e.data));
+      }
+      res.end();
+      return;
     }
     if (body.stream !== true) {
       sendJson(res, 200, message);
@@ -246,6 +288,43 @@ export async function startScriptedModel(opts: ScriptedModelOptions): Promise<Sc
       receivedAt: Date.now(),
     };
     if (record) requests.push(entry);
+
+    const invocation = opts.bedrock && method === 'POST' ? parseBedrockInvocation(path) : undefined;
+    const profiles = opts.bedrock && method === 'GET' && path === '/inference-profiles';
+    if (opts.bedrock && (invocation !== undefined || profiles)) {
+      const signature = verifyBedrockSigV4(
+        { method, path, query, headers: req.headers, body: raw },
+        opts.bedrock,
+      );
+      entry.bedrock = { ...(invocation ? { modelId: invocation.modelId } : {}), signature };
+      if (signature !== 'ok') {
+        entry.kind = 'unsigned';
+        log.warn({ method, path, signature }, 'scripted model: Bedrock request refused (SigV4)');
+        const text = JSON.stringify({ message: `scripted Bedrock: ${signature}` });
+        res.writeHead(403, {
+          'content-type': 'application/json',
+          'x-amzn-errortype': 'InvalidSignatureException',
+          'content-length': Buffer.byteLength(text),
+        });
+        res.end(text);
+        return;
+      }
+      if (profiles) {
+        entry.kind = 'inference_profiles';
+        sendJson(res, 200, { inferenceProfileSummaries: [] });
+        return;
+      }
+      if (
+        typeof body !== 'object' ||
+        body === null ||
+        !Array.isArray((body as { messages?: unknown }).messages)
+      ) {
+        sendJson(res, 400, { message: 'messages: field required (the body must be a JSON object)' });
+        return;
+      }
+      await answerMessages(req, res, body as Record<string, unknown>, entry, invocation);
+      return;
+    }
 
     if (method === 'POST' && path === '/v1/messages') {
       if (

@@ -34,11 +34,13 @@ const SECRET_NAME = /TOKEN|KEY|SECRET|PASSW|CREDENTIAL|OAUTH|AUTH|COOKIE|SESSION
 /**
  * Whether a variable of the SDK's spawn environment may enter the sandbox: Claude Code's and the
  * SDK's own settings (`CLAUDE_*`, e.g. CLAUDE_CODE_ENTRYPOINT, CLAUDE_AGENT_SDK_VERSION) unless the
- * name looks like a credential; CLAUDE_CONFIG_DIR only from hako (a host path means nothing there).
+ * name looks like a credential; CLAUDE_CONFIG_DIR only from hako (a host path means nothing there);
+ * never a provider switch (CLAUDE_CODE_USE_BEDROCK, _VERTEX…): the provider is the sandbox's
+ * upstream, which hakod set from the run's model, and the process must not be pointed elsewhere.
  */
 export function isAllowedSdkEnvName(name: string): boolean {
   if (!/^CLAUDE_[A-Z0-9_]+$/.test(name)) return false;
-  if (name === 'CLAUDE_CONFIG_DIR') return false;
+  if (name === 'CLAUDE_CONFIG_DIR' || name.startsWith('CLAUDE_CODE_USE_')) return false;
   return !SECRET_NAME.test(name);
 }
 
@@ -58,7 +60,7 @@ export function claudeCodeEnv(
   }
   Object.assign(env, CLAUDE_CODE_FIXED_ENV, { HOME: SANDBOX_HOME });
   for (const [k, v] of Object.entries(extra)) {
-    if (/^(ANTHROPIC_|AWS_)|^(PATH|HTTPS?_PROXY|NO_PROXY)$/i.test(k)) {
+    if (/^(ANTHROPIC_|AWS_|CLAUDE_CODE_USE_)|^(PATH|HTTPS?_PROXY|NO_PROXY)$/i.test(k)) {
       throw new AppError(
         'INVALID_ARGUMENT',
         `${k} is set by the sandbox (its upstream and proxy); the agent's environment may not replace it`,

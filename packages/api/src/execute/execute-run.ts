@@ -24,6 +24,8 @@ import type {
   Usage,
 } from '../types.js';
 import type { FileChange } from '../workspace/diff.js';
+import type { RunModel } from '../repositories/models.js';
+import type { ModelProvider } from '../types.js';
 
 /** Where the run's sandbox is: the node's client is the port's business, not the flow's. */
 export interface SandboxTarget {
@@ -92,8 +94,16 @@ export interface RunStore {
 }
 
 export interface SandboxPort {
-  /** The conversation's live sandbox, or a new one with the tenant's limits and allowlist. */
-  ensure(tenant: Tenant, conversation: Conversation): Promise<SandboxTarget>;
+  /**
+   * The conversation's live sandbox, or a new one with the tenant's limits and allowlist. `provider`
+   * is the run's model provider: the sandbox must have that upstream (`bedrock` or `anthropic`); a
+   * live sandbox with another one is replaced (the new one restores the workspace from S3).
+   */
+  ensure(
+    tenant: Tenant,
+    conversation: Conversation,
+    opts?: { readonly provider: ModelProvider },
+  ): Promise<SandboxTarget>;
 }
 
 export interface WorkspacePort {
@@ -164,8 +174,9 @@ export interface ModelPort {
   /**
    * The model of a run on `conversation`: its own pick, else the tenant default, else the
    * configured default; undefined when none is set. MODEL_UNKNOWN / MODEL_DISABLED refuse it.
+   * Its provider chooses the sandbox's upstream.
    */
-  choose(tenant: Tenant, conversation: Conversation): Promise<string | undefined>;
+  choose(tenant: Tenant, conversation: Conversation): Promise<RunModel | undefined>;
 }
 
 export interface ExecuteDeps {
@@ -273,10 +284,10 @@ export async function beginExecute(deps: ExecuteDeps, req: ExecuteRequest): Prom
       conversationId: conversation.id,
       prompt: req.prompt,
       lockToken: lock.token,
-      modelId: model,
+      modelId: model?.id,
       executor: req.executor,
     });
-    return new RunHandle(deps, req, runId, lock, slot, model);
+    return new RunHandle(deps, req, runId, lock, slot, model?.id, model?.provider);
   } catch (err) {
     await slot?.release().catch(() => undefined);
     await lock.release().catch(() => undefined);
@@ -301,6 +312,8 @@ export class RunHandle {
     private readonly slot: Slot,
     /** The model chosen in beginExecute (undefined: Claude Code's default). */
     readonly model?: string | undefined,
+    /** Its provider: which upstream the run's sandbox needs (undefined: anthropic). */
+    readonly provider?: ModelProvider | undefined,
   ) {}
 
   /** Cancels the run (the client went away): the agent is killed, a cancelled done is stored. */
@@ -358,7 +371,7 @@ export class RunHandle {
     try {
       if (title !== undefined) await emit({ type: 'title', data: { title } });
       await emit({ type: 'progress', data: { step: 'sandbox', status: 'started' } });
-      target = await deps.sandboxes.ensure(tenant, conversation);
+      target = await deps.sandboxes.ensure(tenant, conversation, { provider: this.provider ?? 'anthropic' });
       await emit({
         type: 'progress',
         data: {

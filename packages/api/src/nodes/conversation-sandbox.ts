@@ -4,8 +4,9 @@
  * node) and otherwise creates one on the least-loaded healthy node. The sandbox belongs to the
  * tenant (owner_id = tenant id, so hakod refuses it to anyone else), is labelled with the
  * conversation and tenant, runs the `host` image with egress through hakod's proxy (the tenant's
- * allowlist, plus the `anthropic` upstream whose key hakod injects), and is removed by hakod itself
- * after its idle timeout.
+ * allowlist, plus the upstream of the run's model provider, `anthropic` or `bedrock`, whose
+ * credentials hakod adds on the way out), and is removed by hakod itself after its idle timeout.
+ * A live sandbox with other upstreams than the request's is destroyed and replaced.
  *
  * Callers serialize ensureSandbox per conversation (the conversation lock); this class does not.
  */
@@ -39,6 +40,11 @@ export interface EnsureSandboxRequest {
   readonly egressAllow: readonly string[];
   /** hakod removes the sandbox after this long without an RPC on it; 0 = the node's default. */
   readonly idleTimeoutSeconds: number;
+  /**
+   * Upstreams the sandbox must have (hakod's named model APIs); default the class's (['anthropic']).
+   * A live sandbox with a different set is destroyed and a new one created.
+   */
+  readonly upstreams?: readonly string[] | undefined;
   /** Environment for every process in a new sandbox (never secrets). */
   readonly env?: Readonly<Record<string, string>> | undefined;
   /** The node and sandbox recorded with the conversation (conversations.sandbox_node/sandbox_id). */
@@ -151,6 +157,11 @@ export class ConversationSandboxes {
     return all.length;
   }
 
+  /** The upstreams a request needs, sorted and without duplicates. */
+  private upstreamsOf(req: EnsureSandboxRequest): string[] {
+    return [...new Set(req.upstreams ?? this.upstreams)].sort();
+  }
+
   private belongs(s: Sandbox, req: EnsureSandboxRequest): boolean {
     return (
       s.ownerId === req.tenantId &&
@@ -195,6 +206,17 @@ export class ConversationSandboxes {
     node: PooledNode,
     sandbox: Sandbox,
   ): Promise<EnsuredSandbox | undefined> {
+    const wanted = this.upstreamsOf(req);
+    const has = [...sandbox.upstreams].sort();
+    if (has.length !== wanted.length || has.some((u, i) => u !== wanted[i])) {
+      await this.discard(
+        req.tenantId,
+        node,
+        sandbox,
+        `has upstreams [${has.join(', ')}], the run needs [${wanted.join(', ')}]`,
+      );
+      return undefined;
+    }
     if (sandbox.state === SandboxState.SANDBOX_STATE_RUNNING) {
       return { node: node.name, client: node.client, sandboxId: sandbox.id, created: false, sandbox };
     }
@@ -286,13 +308,25 @@ export class ConversationSandboxes {
       network: NetworkMode.NETWORK_MODE_EGRESS,
       egressAllow: [...req.egressAllow],
       env: { ...req.env },
-      upstreams: [...this.upstreams],
+      upstreams: this.upstreamsOf(req),
       ttlSeconds: 0,
       idleTimeoutSeconds: req.idleTimeoutSeconds,
     };
     const failed = new Set<string>();
+    // Nodes that have no credentials for an upstream the request needs (UPSTREAM_NOT_CONFIGURED).
+    const refused: string[] = [];
     for (;;) {
-      const node = await this.pool.pickNode(failed);
+      let node: PooledNode;
+      try {
+        node = await this.pool.pickNode(failed);
+      } catch (e) {
+        if (refused.length === 0 || !isAppError(e) || e.code !== 'NO_HEALTHY_NODE') throw e;
+        throw new AppError(
+          'UPSTREAM_NOT_CONFIGURED',
+          `no hakod node can serve this run's model: ${refused.join(', ')} ${refused.length === 1 ? 'has' : 'have'} no credentials for the upstream ${request.upstreams.join(', ')}; configure it on a node (AGENT_UPSTREAM_*) or give the conversation a model of another provider`,
+          { details: { upstreams: request.upstreams, nodes: refused } },
+        );
+      }
       try {
         const { sandbox } = await callUnary(node.client, 'createSandbox', request, {
           timeoutMs: this.createTimeoutMs,
@@ -308,6 +342,7 @@ export class ConversationSandboxes {
       } catch (e) {
         if (isUnavailable(e)) this.pool.markUnhealthy(node.name, e);
         else if (isAppError(e) && e.code === 'POOL_EXHAUSTED') this.pool.noteFull(node.name);
+        else if (isAppError(e) && e.code === 'UPSTREAM_NOT_CONFIGURED') refused.push(node.name);
         else throw e;
         this.logger.warn(
           { err: e, node: node.name },

@@ -241,11 +241,31 @@ export async function chooseRunModel(
   models: Pick<ModelRepository, 'find' | 'requireUsable'>,
   input: { conversationModel?: string | null; tenantModel?: string; configuredDefault?: string },
 ): Promise<string | undefined> {
+  return (await chooseRunModelWithProvider(models, input))?.id;
+}
+
+/** A run's model and the upstream it runs through (the registry's provider). */
+export interface RunModel {
+  readonly id: string;
+  /** `bedrock`: the run's sandbox gets hakod's bedrock upstream; else the anthropic one. */
+  readonly provider: ModelProvider;
+}
+
+/**
+ * chooseRunModel with the chosen model's provider. An unregistered configured default runs on
+ * `anthropic` (the registry is where a model is declared to be Bedrock's).
+ */
+export async function chooseRunModelWithProvider(
+  models: Pick<ModelRepository, 'find' | 'requireUsable'>,
+  input: { conversationModel?: string | null; tenantModel?: string; configuredDefault?: string },
+): Promise<RunModel | undefined> {
   if (input.conversationModel !== undefined && input.conversationModel !== null) {
-    return (await models.requireUsable(input.conversationModel, "the conversation's model")).id;
+    const m = await models.requireUsable(input.conversationModel, "the conversation's model");
+    return { id: m.id, provider: m.provider };
   }
   if (input.tenantModel !== undefined) {
-    return (await models.requireUsable(input.tenantModel, "the tenant's default model")).id;
+    const m = await models.requireUsable(input.tenantModel, "the tenant's default model");
+    return { id: m.id, provider: m.provider };
   }
   if (input.configuredDefault === undefined) return undefined;
   const m = await models.find(input.configuredDefault);
@@ -256,5 +276,5 @@ export async function chooseRunModel(
       { details: { modelId: m.id } },
     );
   }
-  return input.configuredDefault;
+  return { id: input.configuredDefault, provider: m?.provider ?? 'anthropic' };
 }

@@ -14,7 +14,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '@hako/core';
 import { startPostgres, startRedis, startS3, startScriptedModel } from '@hako/testkit';
-import type { ScriptInput } from '@hako/testkit';
+import type { BedrockCredentials, ScriptInput } from '@hako/testkit';
 import { certsInit } from '../../../cli/src/certs.js';
 import { startAgent } from '../../../agentd/src/main.js';
 import type { RunningAgent } from '../../../agentd/src/main.js';
@@ -37,6 +37,11 @@ export interface Stack {
   /** Values planted in the API processes' environment that must never reach a sandbox. */
   readonly apiSecrets: Record<string, string>;
   readonly model: Awaited<ReturnType<typeof startScriptedModel>>;
+  /**
+   * With `bedrock: true`: the AWS credentials hakod's bedrock upstream signs with; the scripted
+   * model (also the fake Bedrock runtime) accepts only requests signed with them. Never in a sandbox.
+   */
+  readonly bedrock?: BedrockCredentials;
   readonly s3: Awaited<ReturnType<typeof startS3>>;
   readonly databaseUrl: string;
   readonly redisUrl: string;
@@ -50,6 +55,11 @@ export interface StackOptions {
   readonly script: ScriptInput;
   /** Extra env for the API processes. */
   readonly apiEnv?: Record<string, string>;
+  /**
+   * Also configure hakod's bedrock upstream, at the scripted model's Bedrock mode (loopback), with
+   * fresh random AWS credentials (Stack.bedrock).
+   */
+  readonly bedrock?: boolean;
 }
 
 export async function startStack(opts: StackOptions): Promise<Stack> {
@@ -68,7 +78,15 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     closers.push(() => redis.stop());
     const s3 = await startS3();
     closers.push(() => s3.stop());
-    const model = await startScriptedModel({ script: opts.script });
+    const bedrock: BedrockCredentials | undefined = opts.bedrock
+      ? {
+          region: 'eu-central-1',
+          accessKeyId: `AKIA${randomBytes(8).toString('hex').toUpperCase()}`,
+          secretAccessKey: `aws-bedrock-secret-${randomBytes(16).toString('hex')}`,
+          sessionToken: `aws-bedrock-token-${randomBytes(16).toString('hex')}`,
+        }
+      : undefined;
+    const model = await startScriptedModel({ script: opts.script, ...(bedrock ? { bedrock } : {}) });
     closers.push(() => model.close());
     const pkiDir = await mkdtemp(join(tmpdir(), 'hako-stack-pki-'));
     closers.push(() => rm(pkiDir, { recursive: true, force: true }));
@@ -83,6 +101,15 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         AGENT_POOL_MIN: '0',
         AGENT_UPSTREAM_ANTHROPIC_URL: model.url,
         AGENT_UPSTREAM_ANTHROPIC_API_KEY: modelKey,
+        ...(bedrock
+          ? {
+              AGENT_UPSTREAM_BEDROCK_REGION: bedrock.region,
+              AGENT_UPSTREAM_BEDROCK_ACCESS_KEY_ID: bedrock.accessKeyId,
+              AGENT_UPSTREAM_BEDROCK_SECRET_ACCESS_KEY: bedrock.secretAccessKey,
+              AGENT_UPSTREAM_BEDROCK_SESSION_TOKEN: bedrock.sessionToken!,
+              AGENT_UPSTREAM_BEDROCK_ENDPOINT: model.url,
+            }
+          : {}),
       },
       { logger: createLogger({ level: 'error', name: 'hakod' }) },
     );
@@ -126,6 +153,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       modelKey,
       apiSecrets,
       model,
+      ...(bedrock ? { bedrock } : {}),
       s3,
       databaseUrl: pg.url,
       redisUrl: redis.url,

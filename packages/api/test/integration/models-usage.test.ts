@@ -18,7 +18,11 @@ import { MemoryRateLimiter } from '../../src/coord/memory-rate-limiter.js';
 import { MemoryConcurrencyLimiter } from '../../src/coord/memory-concurrency.js';
 import { beginExecute, conversationLockKey } from '../../src/execute/execute-run.js';
 import type { AgentPort, ExecuteDeps } from '../../src/execute/execute-run.js';
-import { ModelRepository, chooseRunModel } from '../../src/repositories/models.js';
+import {
+  ModelRepository,
+  chooseRunModel,
+  chooseRunModelWithProvider,
+} from '../../src/repositories/models.js';
 import { RunRepository } from '../../src/repositories/runs.js';
 import { loggedInput, outputSummary } from '../../src/repositories/tool-logs.js';
 import { runStore } from '../../src/server.js';
@@ -300,6 +304,18 @@ test('tenant default and conversation models are validated against the registry'
   await assert.rejects(chooseRunModel(models, { tenantModel: 'nope-1' }), { code: 'MODEL_UNKNOWN' });
   await assert.rejects(chooseRunModel(models, { conversationModel: ODD.id }), { code: 'MODEL_DISABLED' });
   await assert.rejects(chooseRunModel(models, { configuredDefault: ODD.id }), { code: 'MODEL_DISABLED' });
+  // The provider comes along: it picks the run's upstream; an unregistered default is anthropic's.
+  assert.deepEqual(await chooseRunModelWithProvider(models, { tenantModel: SONNET.id }), {
+    id: SONNET.id,
+    provider: 'anthropic',
+  });
+  assert.deepEqual(await chooseRunModelWithProvider(models, { configuredDefault: 'claude-not-registered' }), {
+    id: 'claude-not-registered',
+    provider: 'anthropic',
+  });
+  await assert.rejects(chooseRunModelWithProvider(models, { conversationModel: ODD.id }), {
+    code: 'MODEL_DISABLED',
+  });
 });
 
 interface SeedRun {
@@ -369,7 +385,10 @@ async function seedRun(
     agent: { run: agent },
     models: {
       choose: (t, c) =>
-        chooseRunModel(repos.models, { conversationModel: c.modelId, tenantModel: t.settings.model }),
+        chooseRunModelWithProvider(repos.models, {
+          conversationModel: c.modelId,
+          tenantModel: t.settings.model,
+        }),
     },
   };
   const events: StoredEvent[] = [];

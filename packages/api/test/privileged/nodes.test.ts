@@ -270,3 +270,58 @@ test('ensureSandbox creates, reuses (known id and by label), recreates after des
     }
   }
 });
+
+test('ensureSandbox gives the sandbox the requested upstreams: one with others is replaced; an unconfigured one is UPSTREAM_NOT_CONFIGURED', async () => {
+  const p = pool!;
+  const sandboxes = new ConversationSandboxes({ pool: p, logger });
+  const live = p.node('live')!;
+  const convU = `conv-up-${tag}`;
+  const req = (over: Partial<EnsureSandboxRequest> = {}): EnsureSandboxRequest =>
+    ensureReq({ conversationId: convU, ...over });
+  try {
+    const anthropic = await sandboxes.ensureSandbox(req({ upstreams: ['anthropic'] }));
+    assert.equal(anthropic.created, true);
+    assert.deepEqual(anthropic.sandbox.upstreams, ['anthropic']);
+    const same = await sandboxes.ensureSandbox(
+      req({ upstreams: ['anthropic'], knownNode: 'live', knownSandboxId: anthropic.sandboxId }),
+    );
+    assert.equal(same.sandboxId, anthropic.sandboxId, 'the same upstreams: reused');
+
+    // another set (here none): the known sandbox is destroyed and a new one made
+    const none = await sandboxes.ensureSandbox(
+      req({ upstreams: [], knownNode: 'live', knownSandboxId: anthropic.sandboxId }),
+    );
+    assert.equal(none.created, true);
+    assert.notEqual(none.sandboxId, anthropic.sandboxId);
+    assert.deepEqual(none.sandbox.upstreams, []);
+    await assert.rejects(
+      callUnary(live.client, 'getSandbox', { ownerId: tenantA, sandboxId: anthropic.sandboxId }),
+      { code: 'SANDBOX_NOT_FOUND' },
+    );
+    // found by label too: the upstream-less one does not serve an anthropic request
+    const back = await sandboxes.ensureSandbox(req({ upstreams: ['anthropic'] }));
+    assert.equal(back.created, true);
+    assert.deepEqual(back.sandbox.upstreams, ['anthropic']);
+    const left = await callUnary(live.client, 'listSandboxes', {
+      ownerId: tenantA,
+      labelSelector: { [CONVERSATION_LABEL]: convU },
+    });
+    assert.deepEqual(
+      left.sandboxes.map((x) => x.id),
+      [back.sandboxId],
+    );
+
+    // this hakod has no bedrock credentials: a bedrock run is refused with the code and the node
+    await assert.rejects(
+      sandboxes.ensureSandbox(req({ upstreams: ['bedrock'] })),
+      (e: { code?: string; message?: string; details?: Record<string, unknown> }) => {
+        assert.equal(e.code, 'UPSTREAM_NOT_CONFIGURED');
+        assert.match(e.message ?? '', /live has no credentials for the upstream bedrock/);
+        assert.deepEqual(e.details, { upstreams: ['bedrock'], nodes: ['live'] });
+        return true;
+      },
+    );
+  } finally {
+    await sandboxes.destroyConversation({ tenantId: tenantA, conversationId: convU });
+  }
+});

@@ -53,6 +53,10 @@ test('only the SDK own non-secret CLAUDE_* variables pass', () => {
     'CLAUDE_CODE_OAUTH_TOKEN',
     'CLAUDE_CODE_SESSION_ACCESS_TOKEN',
     'CLAUDE_CONFIG_DIR',
+    // a provider switch from the API host would point Claude Code away from the sandbox's upstream
+    'CLAUDE_CODE_USE_BEDROCK',
+    'CLAUDE_CODE_USE_VERTEX',
+    'CLAUDE_CODE_SKIP_BEDROCK_AUTH',
     'claude_code_entrypoint',
     'PATH',
   ])
@@ -80,6 +84,7 @@ test('hako variables may not replace the sandbox upstream, proxy or PATH', () =>
     'ANTHROPIC_BASE_URL',
     'ANTHROPIC_API_KEY',
     'AWS_REGION',
+    'CLAUDE_CODE_USE_BEDROCK',
     'HTTPS_PROXY',
     'NO_PROXY',
     'PATH',

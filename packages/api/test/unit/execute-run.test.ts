@@ -340,3 +340,66 @@ test('pings are stored events with their own seq while the run lives', async () 
   );
   assert.ok(h.stored.indexOf(pings.at(-1)!) < h.stored.findIndex((e) => e.type === 'done'));
 });
+
+test("the run's model reaches the agent and its provider the sandbox; an upstream refusal ends the stream with its code", async () => {
+  const asked: (string | undefined)[] = [];
+  const models: (string | undefined)[] = [];
+  const h = harness(
+    async (input) => {
+      models.push(input.model);
+      return okAgent(input);
+    },
+    {
+      models: { choose: async () => ({ id: 'eu.anthropic.claude-sonnet-4-5-v1:0', provider: 'bedrock' }) },
+      sandboxes: {
+        ensure: async (_t, _c, opts) => {
+          asked.push(opts?.provider);
+          return { node: 'n1', sandboxId: 'sb1', created: false };
+        },
+      },
+    },
+  );
+  const done = await (
+    await beginExecute(h.deps, { tenant, conversation: conv(), prompt: 'hi' })
+  ).run({
+    onEvent: async () => undefined,
+  });
+  assert.equal(done?.data.status, 'completed');
+  assert.deepEqual([...asked], ['bedrock']);
+  assert.deepEqual([...models], ['eu.anthropic.claude-sonnet-4-5-v1:0']);
+
+  // no model configured: the anthropic upstream
+  const plain = harness(okAgent, {
+    sandboxes: {
+      ensure: async (_t, _c, opts) => {
+        asked.push(opts?.provider);
+        return { node: 'n1', sandboxId: 'sb1', created: false };
+      },
+    },
+  });
+  await (
+    await beginExecute(plain.deps, { tenant, conversation: conv(), prompt: 'hi' })
+  ).run({
+    onEvent: async () => undefined,
+  });
+  assert.deepEqual(asked, ['bedrock', 'anthropic']);
+
+  // hakod without the upstream: an error event with the code, then done failed
+  const refused = harness(okAgent, {
+    models: { choose: async () => ({ id: 'm', provider: 'bedrock' }) },
+    sandboxes: {
+      ensure: async () => {
+        throw new AppError('UPSTREAM_NOT_CONFIGURED', 'no hakod node can serve this run');
+      },
+    },
+  });
+  const failed = await (
+    await beginExecute(refused.deps, { tenant, conversation: conv(), prompt: 'hi' })
+  ).run({
+    onEvent: async () => undefined,
+  });
+  assert.equal(failed?.data.status, 'failed');
+  const error = refused.stored.find((e) => e.type === 'error');
+  assert.equal(error?.data.code, 'UPSTREAM_NOT_CONFIGURED');
+  assert.deepEqual(refused.finished, [{ status: 'failed', errorCode: 'UPSTREAM_NOT_CONFIGURED' }]);
+});
