@@ -15,6 +15,7 @@ import pg from 'pg';
 import { S3_CLIENT_COMPAT } from '@hako/testkit';
 import { parseSse, startStack } from '../helpers/stack.js';
 import type { Stack } from '../helpers/stack.js';
+import { callApi as call } from '../helpers/http-call.js';
 
 const SMALL_DISK = 128 * 2 ** 20;
 let stack: Stack | undefined;
@@ -22,37 +23,6 @@ const S = (): Stack => {
   if (!stack) throw new Error('the stack did not start');
   return stack;
 };
-
-interface Answer {
-  status: number;
-  json: Record<string, unknown>;
-  text: string;
-}
-
-async function call(
-  base: string,
-  token: string,
-  method: string,
-  path: string,
-  body?: unknown,
-): Promise<Answer> {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...(body === undefined || body instanceof FormData ? {} : { 'content-type': 'application/json' }),
-    },
-    body: body === undefined ? undefined : body instanceof FormData ? body : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json: Record<string, unknown> = {};
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    // an event stream
-  }
-  return { status: res.status, json, text };
-}
 
 async function tenantKey(
   base: string,

@@ -9,6 +9,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseSse, startStack } from '../helpers/stack.js';
 import type { Stack } from '../helpers/stack.js';
+import { callApi as call } from '../helpers/http-call.js';
 
 const SMALL_DISK = 128 * 2 ** 20;
 const BEDROCK_MODEL = {
@@ -58,31 +59,6 @@ before(async () => {
 after(async () => {
   await stack?.close();
 });
-
-async function call(
-  base: string,
-  token: string,
-  method: string,
-  path: string,
-  body?: unknown,
-): Promise<{ status: number; json: Record<string, unknown>; text: string }> {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json: Record<string, unknown> = {};
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    // an event stream
-  }
-  return { status: res.status, json, text };
-}
 
 function toolOutputs(events: ReturnType<typeof parseSse>): string {
   return events

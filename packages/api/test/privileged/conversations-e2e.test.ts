@@ -12,6 +12,8 @@ import { titleFromPrompt } from '../../src/execute/execute-run.js';
 import { CONVERSATION_LABEL } from '../../src/nodes/conversation-sandbox.js';
 import { parseSse, startStack } from '../helpers/stack.js';
 import type { Stack } from '../helpers/stack.js';
+import { callApi as call } from '../helpers/http-call.js';
+import type { ApiAnswer } from '../helpers/http-call.js';
 
 const SMALL_DISK = 128 * 2 ** 20;
 let stack: Stack | undefined;
@@ -33,38 +35,6 @@ const writeScript = {
 const readScript = {
   turns: [{ tool: 'Bash', input: { command: 'cat one.txt' } }, { text: 'it says one' }],
 };
-
-interface Answer {
-  status: number;
-  json: Record<string, unknown>;
-  text: string;
-  headers: Headers;
-}
-
-async function call(
-  base: string,
-  token: string,
-  method: string,
-  path: string,
-  body?: unknown,
-): Promise<Answer> {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json: Record<string, unknown> = {};
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    // an event stream, or no body
-  }
-  return { status: res.status, json, text, headers: res.headers };
-}
 
 async function execute(
   base: string,
@@ -230,7 +200,7 @@ test(
       const running = call(api, key, 'POST', `/v1/conversations/${otherId}/execute`, {
         prompt: 'sleep then write',
       });
-      let state: Answer | undefined;
+      let state: ApiAnswer | undefined;
       for (let i = 0; i < 100 && state?.json.status !== 'running'; i++) {
         await new Promise((r) => setTimeout(r, 100));
         state = await call(api, key, 'GET', `/v1/conversations/${otherId}`);

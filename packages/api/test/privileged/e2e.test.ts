@@ -11,6 +11,7 @@ import pg from 'pg';
 import { S3_CLIENT_COMPAT } from '@hako/testkit';
 import { parseSse, startStack } from '../helpers/stack.js';
 import type { Stack } from '../helpers/stack.js';
+import { callApi as call } from '../helpers/http-call.js';
 
 // The test host's workspace budget is 2 GiB: tenants here take 128 MiB workspaces.
 const SMALL_DISK = 128 * 2 ** 20;
@@ -33,33 +34,6 @@ const firstScript = {
 const secondScript = {
   turns: [{ tool: 'Bash', input: { command: 'cat note.txt' } }, { text: 'read it back' }],
 };
-
-async function call(
-  base: string,
-  token: string,
-  method: string,
-  path: string,
-  body?: unknown,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; json: Record<string, unknown>; text: string; headers: Headers }> {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      ...headers,
-    },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json: Record<string, unknown> = {};
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    // an event stream
-  }
-  return { status: res.status, json, text, headers: res.headers };
-}
 
 before(async () => {
   stack = await startStack({ apiProcesses: 2, script: firstScript });

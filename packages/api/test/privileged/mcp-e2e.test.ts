@@ -19,6 +19,7 @@ import { parseSse, startStack } from '../helpers/stack.js';
 import type { Stack } from '../helpers/stack.js';
 import { startMcpHttpServer } from '../helpers/mcp-http-server.js';
 import type { McpHttpServer } from '../helpers/mcp-http-server.js';
+import { callApi as call } from '../helpers/http-call.js';
 
 const SMALL_DISK = 128 * 2 ** 20;
 let stack: Stack | undefined;
@@ -44,34 +45,6 @@ rl.on('line', (l) => {
   else send({ jsonrpc: '2.0', id: m.id, result: {} });
 });
 `;
-
-async function call(
-  base: string,
-  token: string,
-  method: string,
-  path: string,
-  body?: unknown,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; json: Record<string, unknown>; text: string }> {
-  const raw = typeof body === 'string';
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...(body === undefined ? {} : { 'content-type': raw ? 'text/plain' : 'application/json' }),
-      ...headers,
-    },
-    body: body === undefined ? undefined : raw ? body : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json: Record<string, unknown> = {};
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    // an event stream
-  }
-  return { status: res.status, json, text };
-}
 
 before(async () => {
   remote = await startMcpHttpServer(marker);

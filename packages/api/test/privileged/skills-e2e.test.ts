@@ -11,6 +11,7 @@ import tarStream from 'tar-stream';
 import type { ScriptInput } from '@hako/testkit';
 import { parseSse, startStack } from '../helpers/stack.js';
 import type { Stack } from '../helpers/stack.js';
+import { callApi as call } from '../helpers/http-call.js';
 
 const SMALL_DISK = 128 * 2 ** 20;
 let stack: Stack | undefined;
@@ -29,32 +30,6 @@ async function skillTarGz(folder: string, files: Record<string, string>): Promis
   const chunks: Buffer[] = [];
   for await (const c of pack) chunks.push(c as Buffer);
   return gzipSync(Buffer.concat(chunks));
-}
-
-async function call(
-  base: string,
-  token: string,
-  method: string,
-  path: string,
-  body?: unknown,
-  contentType = 'application/json',
-): Promise<{ status: number; json: Record<string, unknown>; text: string }> {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...(body === undefined ? {} : { 'content-type': contentType }),
-    },
-    body: body === undefined ? undefined : Buffer.isBuffer(body) ? body : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json: Record<string, unknown> = {};
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    // an event stream
-  }
-  return { status: res.status, json, text };
 }
 
 before(async () => {
@@ -86,7 +61,7 @@ test('uploaded skills reach the agent read-only, are discovered by Claude Code a
         '---\nname: pdf-tool\ndescription: Frobnicates PDF files (marker DESC-ZEBRA-42)\n---\n\nSKILL-BODY-MARKER-77: run scripts/hello.sh\n',
       'scripts/hello.sh': '#!/bin/sh\necho hello-from-skill-script\n',
     }),
-    'application/gzip',
+    { 'content-type': 'application/gzip' },
   );
   assert.equal(up.status, 201, up.text);
 
@@ -190,7 +165,7 @@ test('uploaded skills reach the agent read-only, are discovered by Claude Code a
     'PUT',
     '/v1/skills/docx-tool',
     await skillTarGz('docx-tool', { 'SKILL.md': '---\ndescription: Writes DOCX files\n---\nbody\n' }),
-    'application/x-tar',
+    { 'content-type': 'application/x-tar' },
   );
   assert.equal(up2.status, 201, up2.text);
   assert.equal((await call(api, key, 'DELETE', '/v1/skills/pdf-tool')).status, 204);
@@ -222,7 +197,7 @@ test('with a workspace the skills are loaded too, and skills the agent writes it
     'PUT',
     '/v1/skills/real-skill',
     await skillTarGz('real-skill', { 'SKILL.md': '---\ndescription: The uploaded one\n---\nbody\n' }),
-    'application/gzip',
+    { 'content-type': 'application/gzip' },
   );
   assert.equal(up.status, 201, up.text);
   const conv = await call(api, key, 'POST', '/v1/conversations', {});

@@ -24,6 +24,7 @@ import type { RunningUp } from '../../src/stack-up.js';
 import { readSseEvents } from '../../src/event-render.js';
 import type { SseEvent } from '../../src/event-render.js';
 import { TLS_FILES } from '../../src/certs.js';
+import { callApi as call } from '../../../api/test/helpers/http-call.js';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
 const CHILD = `import { main } from ${JSON.stringify(MAIN)};
@@ -42,31 +43,6 @@ after(async () => {
   for (const h of hosts) await h.teardown();
   for (const d of dirs) await rm(d, { recursive: true, force: true });
 });
-
-async function call(
-  base: string,
-  token: string,
-  method: string,
-  path: string,
-  body?: unknown,
-): Promise<{ status: number; json: Record<string, unknown>; text: string }> {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json: Record<string, unknown> = {};
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    // an event stream or a file
-  }
-  return { status: res.status, json, text };
-}
 
 async function events(
   base: string,
