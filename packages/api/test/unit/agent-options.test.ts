@@ -3,8 +3,6 @@
 // process's own.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createLogger } from '@hako/core';
-import type { AgentClient } from '@hako/proto';
 import {
   SANDBOX_CLAUDE_CONFIG_DIR,
   agentWorkingDir,
@@ -12,36 +10,24 @@ import {
   builtInToolsOf,
 } from '../../src/agent/options-builder.js';
 import type { AgentOptionsInput } from '../../src/agent/options-builder.js';
-import type { TenantSettings } from '../../src/types.js';
+import { testOptionsInput, testSettings } from '../helpers/fixtures.js';
 
-const settings: TenantSettings = {
+const settings = testSettings({
   limits: {
-    cpus: 1,
     memoryBytes: 1024 * 2 ** 20,
     pids: 256,
     diskBytes: 2 ** 30,
-    requestsPerMinute: 60,
     concurrentRuns: 2,
     maxTurns: 7,
   },
-  allowedTools: [],
   disallowedTools: ['WebFetch'],
-  egressAllow: [],
   systemPrompt: 'Answer in French.',
   maxContextTokens: 100_000,
   model: 'claude-sonnet-4-5',
-};
+});
 
 function input(over: Partial<AgentOptionsInput> = {}): AgentOptionsInput {
-  return {
-    tenantId: 't1',
-    settings,
-    conversation: { id: 'c1', workspaceEnabled: true, sessionId: null },
-    sandbox: { client: {} as AgentClient, sandboxId: 'sb1' },
-    abortController: new AbortController(),
-    logger: createLogger({ level: 'silent', name: 'test' }),
-    ...over,
-  };
+  return testOptionsInput(settings, over);
 }
 
 test('cwd: /workspace with a workspace, the tenant skills directory without', () => {

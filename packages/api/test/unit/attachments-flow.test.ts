@@ -10,41 +10,11 @@ import { AppError, silentLogger } from '@hako/core';
 import { beginExecute } from '../../src/execute/execute-run.js';
 import type { Attachment, AttachmentPort, ExecuteDeps } from '../../src/execute/execute-run.js';
 import { createAttachmentPort, packFiles } from '../../src/execute/attachments.js';
-import type { Conversation, HeldLock, StoredEvent, Tenant } from '../../src/types.js';
+import type { HeldLock, StoredEvent } from '../../src/types.js';
+import { testConversation, testTenant } from '../helpers/fixtures.js';
 
-const tenant = {
-  id: 't1',
-  name: 'acme',
-  createdAt: '',
-  settings: {
-    limits: {
-      cpus: 1,
-      memoryBytes: 1,
-      pids: 1,
-      diskBytes: 1,
-      requestsPerMinute: 60,
-      concurrentRuns: 1,
-      maxTurns: 5,
-    },
-    allowedTools: [],
-    disallowedTools: [],
-    egressAllow: [],
-    maxContextTokens: 1000,
-  },
-} satisfies Tenant;
-const conversation: Conversation = {
-  id: 'c1',
-  tenantId: 't1',
-  title: 'x',
-  workspaceEnabled: true,
-  userId: null,
-  archivedAt: null,
-  sessionId: null,
-  contextTokens: 0,
-  status: 'idle',
-  createdAt: '',
-  updatedAt: '',
-};
+const tenant = testTenant();
+const conversation = testConversation({ title: 'x' });
 
 function attachment(path: string, text: string): Attachment {
   const data = Buffer.from(text);

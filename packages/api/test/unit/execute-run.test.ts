@@ -7,15 +7,8 @@ import assert from 'node:assert/strict';
 import { AppError, silentLogger } from '@hako/core';
 import { beginExecute, conversationLockKey } from '../../src/execute/execute-run.js';
 import type { AgentPort, ExecuteDeps, SyncResult } from '../../src/execute/execute-run.js';
-import type {
-  AgentEvent,
-  ConcurrencyLimiter,
-  Conversation,
-  HeldLock,
-  LockManager,
-  StoredEvent,
-  Tenant,
-} from '../../src/types.js';
+import type { AgentEvent, ConcurrencyLimiter, HeldLock, LockManager, StoredEvent } from '../../src/types.js';
+import { testConversation, testTenant } from '../helpers/fixtures.js';
 
 class Locks implements LockManager {
   readonly held = new Map<string, string>();
@@ -51,40 +44,8 @@ class Slots implements ConcurrencyLimiter {
   }
 }
 
-const tenant: Tenant = {
-  id: 't1',
-  name: 'acme',
-  createdAt: '',
-  settings: {
-    limits: {
-      cpus: 1,
-      memoryBytes: 1,
-      pids: 1,
-      diskBytes: 1,
-      requestsPerMinute: 60,
-      concurrentRuns: 1,
-      maxTurns: 5,
-    },
-    allowedTools: [],
-    disallowedTools: [],
-    egressAllow: [],
-    maxContextTokens: 1000,
-  },
-};
-const conv = (over: Partial<Conversation> = {}): Conversation => ({
-  id: 'c1',
-  tenantId: 't1',
-  title: null,
-  workspaceEnabled: true,
-  sessionId: null,
-  contextTokens: 0,
-  status: 'idle',
-  createdAt: '',
-  updatedAt: '',
-  userId: null,
-  archivedAt: null,
-  ...over,
-});
+const tenant = testTenant();
+const conv = testConversation;
 const noSync: SyncResult = { uploaded: 1, deleted: 0, unchanged: 0, changes: [], complete: true };
 
 function harness(agent: AgentPort['run'], over: Partial<ExecuteDeps> = {}) {

@@ -2,8 +2,6 @@
 // offers it: path rules, marks, the server config handed to the SDK, the allowlist.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { silentLogger } from '@hako/core';
-import type { AgentClient } from '@hako/proto';
 import {
   HAKO_MCP_SERVER,
   MAX_PRESENT_MARKS,
@@ -14,6 +12,7 @@ import {
 } from '../../src/agent/hako-tools.js';
 import { buildAgentOptions } from '../../src/agent/options-builder.js';
 import type { McpServer, TenantSettings } from '../../src/types.js';
+import { testOptionsInput, testSettings } from '../helpers/fixtures.js';
 
 test('present_files paths: relative or under /workspace, never outside it or under .hako/', () => {
   assert.deepEqual(presentedPath('report.md'), { path: 'report.md' });
@@ -82,22 +81,7 @@ test('the hako server is an in-process (sdk) MCP server with present_files', () 
   assert.deepEqual(Object.keys(tools), ['present_files']);
 });
 
-const settings = (over: Partial<TenantSettings> = {}): TenantSettings => ({
-  limits: {
-    cpus: 1,
-    memoryBytes: 1,
-    pids: 1,
-    diskBytes: 1,
-    requestsPerMinute: 60,
-    concurrentRuns: 1,
-    maxTurns: 5,
-  },
-  allowedTools: [],
-  disallowedTools: [],
-  egressAllow: [],
-  maxContextTokens: 1000,
-  ...over,
-});
+const settings = testSettings;
 
 function registryServer(name: string, command: string): McpServer {
   return {
@@ -115,16 +99,12 @@ function registryServer(name: string, command: string): McpServer {
 }
 
 function options(s: TenantSettings, mcpServers: McpServer[] = []) {
-  return buildAgentOptions({
-    tenantId: 't1',
-    settings: s,
-    mcpServers,
-    conversation: { id: 'c1', workspaceEnabled: true, sessionId: null },
-    sandbox: { client: {} as AgentClient, sandboxId: 'sb1' },
-    abortController: new AbortController(),
-    logger: silentLogger(),
-    inProcessMcpServers: { [HAKO_MCP_SERVER]: createHakoMcpServer(new PresentMarks()) },
-  });
+  return buildAgentOptions(
+    testOptionsInput(s, {
+      mcpServers,
+      inProcessMcpServers: { [HAKO_MCP_SERVER]: createHakoMcpServer(new PresentMarks()) },
+    }),
+  );
 }
 
 test('the options offer the hako server, replacing a tenant server of its name, and allow it past an allowlist', () => {

@@ -4,8 +4,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
 import tarStream from 'tar-stream';
-import { createLogger } from '@hako/core';
-import type { AgentClient } from '@hako/proto';
 import { buildAgentOptions } from '../../src/agent/options-builder.js';
 import type { AgentOptionsInput } from '../../src/agent/options-builder.js';
 import {
@@ -15,7 +13,7 @@ import {
   readStoredSkill,
 } from '../../src/skills/skill-package.js';
 import { skillObjectKey, skillsFingerprint } from '../../src/skills/skill-sync.js';
-import type { TenantSettings } from '../../src/types.js';
+import { testOptionsInput, testSettings } from '../helpers/fixtures.js';
 
 type Entry = Partial<tarStream.Header> & { name: string; body?: string | Buffer };
 
@@ -161,31 +159,11 @@ test('the sync fingerprint changes with any name, version or hash, not with orde
   assert.notEqual(skillObjectKey('t1', 'pdf'), skillObjectKey('t1', 'pdf'));
 });
 
-const settings: TenantSettings = {
-  limits: {
-    cpus: 1,
-    memoryBytes: 1,
-    pids: 1,
-    diskBytes: 1,
-    requestsPerMinute: 1,
-    concurrentRuns: 1,
-    maxTurns: 3,
-  },
-  allowedTools: [],
-  disallowedTools: [],
-  egressAllow: [],
+const settings = testSettings({
+  limits: { requestsPerMinute: 1, maxTurns: 3 },
   systemPrompt: 'Be brief.',
-  maxContextTokens: 1000,
-};
-const input = (over: Partial<AgentOptionsInput> = {}): AgentOptionsInput => ({
-  tenantId: 't1',
-  settings,
-  conversation: { id: 'c1', workspaceEnabled: true, sessionId: null },
-  sandbox: { client: {} as AgentClient, sandboxId: 'sb1' },
-  abortController: new AbortController(),
-  logger: createLogger({ level: 'silent', name: 'test' }),
-  ...over,
 });
+const input = (over: Partial<AgentOptionsInput> = {}): AgentOptionsInput => testOptionsInput(settings, over);
 
 test('options: the skills directory is the one plugin loaded (settings sources stay off); preferred skills are appended', () => {
   const o = buildAgentOptions(input({ skills: true, preferredSkills: ['pdf', 'docx'] }));
