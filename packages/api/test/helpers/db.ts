@@ -177,3 +177,23 @@ async function startPgliteFixture(logger: Logger): Promise<PostgresFixture> {
     throw err;
   }
 }
+
+/** Every table the package migrations create (and schema_migrations), in name order. */
+export const SCHEMA_TABLES: readonly string[] = [
+  'api_keys',
+  'conversation_events',
+  'conversation_file_versions',
+  'conversation_files',
+  'conversation_mcp_servers',
+  'conversations',
+  'mcp_servers',
+  'models',
+  'presented_files',
+  'runs',
+  'schema_migrations',
+  'skills',
+  'tenants',
+  'tool_calls',
+  'usage_records',
+  'workspace_objects',
+];

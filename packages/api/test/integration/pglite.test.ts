@@ -17,6 +17,7 @@ import { createPgliteDatabase, PGLITE_LOCK_FILE } from '../../src/db/pglite.js';
 import type { Database } from '../../src/db/pool.js';
 import { isUniqueViolation, pgConstraint, pgErrorCode } from '../../src/db/pool.js';
 import { loadMigrations, migrate } from '../../src/db/migrate.js';
+import { SCHEMA_TABLES } from '../helpers/db.js';
 
 const logger = silentLogger();
 const dirs: string[] = [];
@@ -101,24 +102,7 @@ test('a new directory is created 0700 with its parents, initialized, migrated an
   );
   assert.deepEqual(
     tables.rows.map((r) => r.t),
-    [
-      'api_keys',
-      'conversation_events',
-      'conversation_file_versions',
-      'conversation_files',
-      'conversation_mcp_servers',
-      'conversations',
-      'mcp_servers',
-      'models',
-      'presented_files',
-      'runs',
-      'schema_migrations',
-      'skills',
-      'tenants',
-      'tool_calls',
-      'usage_records',
-      'workspace_objects',
-    ],
+    SCHEMA_TABLES,
   );
   const recorded = await db.query<{ version: number; name: string; checksum: string; applied_at: Date }>(
     'SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version',

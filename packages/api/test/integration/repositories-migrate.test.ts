@@ -8,7 +8,7 @@ import { AppError, silentLogger } from '@hako/core';
 import { createDatabase, pgErrorCode } from '../../src/db/pool.js';
 import type { Queryable } from '../../src/db/pool.js';
 import { loadMigrations, migrate } from '../../src/db/migrate.js';
-import { startPostgresFixture } from '../helpers/db.js';
+import { SCHEMA_TABLES, startPostgresFixture } from '../helpers/db.js';
 import type { PostgresFixture } from '../helpers/db.js';
 
 const logger = silentLogger();
@@ -52,24 +52,7 @@ test('the package migrations apply to an empty database, are recorded with their
     files.map((m) => m.version),
   );
   assert.equal(first.version, files.at(-1)?.version);
-  assert.deepEqual(await tables(db), [
-    'api_keys',
-    'conversation_events',
-    'conversation_file_versions',
-    'conversation_files',
-    'conversation_mcp_servers',
-    'conversations',
-    'mcp_servers',
-    'models',
-    'presented_files',
-    'runs',
-    'schema_migrations',
-    'skills',
-    'tenants',
-    'tool_calls',
-    'usage_records',
-    'workspace_objects',
-  ]);
+  assert.deepEqual(await tables(db), SCHEMA_TABLES);
   assert.deepEqual(
     await recorded(db),
     files.map((m) => ({ version: m.version, name: m.name, checksum: m.checksum })),
