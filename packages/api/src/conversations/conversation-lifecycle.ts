@@ -16,8 +16,8 @@
  */
 import { AppError, isAppError } from '@hako/core';
 import type { Logger } from '@hako/core';
-import type { Conversation, HeldLock, LockManager, ObjectStore } from '../types.js';
-import { conversationLockKey } from '../execute/execute-run.js';
+import type { Conversation, LockManager, ObjectStore } from '../types.js';
+import { withConversationLock } from '../execute/conversation-lock.js';
 import { workspacePrefix } from '../workspace/paths.js';
 
 /** Conversation resources outside PostgreSQL and S3 (hakod sandboxes, the local spool). */
@@ -54,9 +54,6 @@ export interface LifecycleDeps {
   lockWaitMs: number;
 }
 
-/** TTL of the lock while archiving or deleting; renewed while the work goes on. */
-const LOCK_TTL_MS = 60_000;
-
 function locked(what: string): AppError {
   return new AppError(
     'CONVERSATION_LOCKED',
@@ -64,33 +61,15 @@ function locked(what: string): AppError {
   );
 }
 
-/**
- * Runs `fn` holding the conversation's lock: CONVERSATION_LOCKED at once while a run is in
- * progress, otherwise after waiting `waitMs` for shorter holders (uploads, deletes).
- */
-async function withLock<T>(
+/** Runs `fn` holding the conversation's lock (withConversationLock); `what` names the action in its refusal. */
+function withLock<T>(
   deps: LifecycleDeps,
   conv: Pick<Conversation, 'id' | 'status'>,
   what: string,
   fn: () => Promise<T>,
 ): Promise<T> {
-  if (conv.status === 'running') throw locked(what);
-  const deadline = Date.now() + deps.lockWaitMs;
-  let lock: HeldLock | undefined;
-  for (let delay = 25; ; delay = Math.min(delay * 2, 250)) {
-    lock = await deps.locks.acquire(conversationLockKey(conv.id), LOCK_TTL_MS);
-    if (lock || Date.now() + delay > deadline) break;
-    await new Promise((r) => setTimeout(r, delay));
-  }
-  if (!lock) throw locked(what);
-  const held = lock;
-  const timer = setInterval(() => void held.renew().catch(() => undefined), LOCK_TTL_MS / 3);
-  try {
-    return await fn();
-  } finally {
-    clearInterval(timer);
-    await held.release().catch(() => undefined);
-  }
+  const refused = (): AppError => locked(what);
+  return withConversationLock(deps.locks, conv, deps.lockWaitMs, { running: refused, busy: refused }, fn);
 }
 
 /**

@@ -19,8 +19,8 @@ import { Transform, pipeline } from 'node:stream';
 import type { Readable } from 'node:stream';
 import { AppError, isAppError } from '@hako/core';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { Conversation, ConversationFile, HeldLock, LockManager, ObjectStore } from '../types.js';
-import { conversationLockKey } from '../execute/execute-run.js';
+import type { Conversation, ConversationFile, LockManager, ObjectStore } from '../types.js';
+import { withConversationLock } from '../execute/conversation-lock.js';
 import { tenantIdOf } from '../http/auth.js';
 import { assertFilePath, workspaceObjectKey } from '../http/file-path.js';
 import { EXAMPLE_CONVERSATION_ID, assertNotArchived, conversationParams } from './conversations.js';
@@ -120,50 +120,20 @@ export interface FileRouteDeps {
   beforeWorkspaceChange?: (tenantId: string, conversationId: string) => Promise<void>;
 }
 
-/** TTL of an upload's hold on the conversation lock; renewed while the commit runs. */
-const LOCK_TTL_MS = 60_000;
-
-function runInProgress(): AppError {
-  return new AppError(
-    'CONVERSATION_LOCKED',
-    'a run is in progress on this conversation; change its files after the run sent its done event',
-  );
-}
-
-/**
- * Runs `fn` holding the conversation's lock. CONVERSATION_LOCKED at once while a run is in
- * progress; otherwise waits up to `waitMs` for short holders (other uploads and deletes).
- */
-async function withConversationLock<T>(
-  locks: LockManager,
-  conv: Pick<Conversation, 'id' | 'status'>,
-  waitMs: number,
-  fn: () => Promise<T>,
-): Promise<T> {
-  if (conv.status === 'running') throw runInProgress();
-  const conversationId = conv.id;
-  const key = conversationLockKey(conversationId);
-  const deadline = Date.now() + waitMs;
-  let lock: HeldLock | undefined;
-  for (let delay = 25; ; delay = Math.min(delay * 2, 250)) {
-    lock = await locks.acquire(key, LOCK_TTL_MS);
-    if (lock || Date.now() + delay > deadline) break;
-    await new Promise((r) => setTimeout(r, delay));
-  }
-  if (!lock) {
-    throw new AppError(
-      'CONVERSATION_LOCKED',
-      `the conversation is busy: a run started, or other uploads and deletes held it for ${Math.round(waitMs / 1000)} s; retry later`,
-    );
-  }
-  const held = lock;
-  const timer = setInterval(() => void held.renew().catch(() => undefined), LOCK_TTL_MS / 3);
-  try {
-    return await fn();
-  } finally {
-    clearInterval(timer);
-    await held.release().catch(() => undefined);
-  }
+/** CONVERSATION_LOCKED for an upload or delete: a run holds the conversation, or others kept it too long. */
+function fileLockErrors(waitMs: number): { running: () => AppError; busy: () => AppError } {
+  return {
+    running: () =>
+      new AppError(
+        'CONVERSATION_LOCKED',
+        'a run is in progress on this conversation; change its files after the run sent its done event',
+      ),
+    busy: () =>
+      new AppError(
+        'CONVERSATION_LOCKED',
+        `the conversation is busy: a run started, or other uploads and deletes held it for ${Math.round(waitMs / 1000)} s; retry later`,
+      ),
+  };
 }
 
 export function fileNotFound(path: string): AppError {
@@ -442,12 +412,18 @@ export async function registerFileRoutes(app: FastifyInstance, deps: FileRouteDe
         };
         const { stored } = uploadMediaType(req.headers['content-type']);
         const conv = await workspaceConversation(tenantId, req.params.id);
-        const file = await withConversationLock(deps.locks, conv, lockWaitMs, async () => {
-          // Read again under the lock: archived or deleted meanwhile, nothing may land in S3.
-          assertNotArchived(await deps.getConversation(tenantId, conv.id));
-          await deps.beforeWorkspaceChange?.(tenantId, conv.id);
-          return storeUpload(deps, tenantId, conv.id, { path, body: upload, contentType: stored });
-        });
+        const file = await withConversationLock(
+          deps.locks,
+          conv,
+          lockWaitMs,
+          fileLockErrors(lockWaitMs),
+          async () => {
+            // Read again under the lock: archived or deleted meanwhile, nothing may land in S3.
+            assertNotArchived(await deps.getConversation(tenantId, conv.id));
+            await deps.beforeWorkspaceChange?.(tenantId, conv.id);
+            return storeUpload(deps, tenantId, conv.id, { path, body: upload, contentType: stored });
+          },
+        );
         req.log.info(
           { tenantId, conversationId: conv.id, path, size: file.size, version: file.version },
           'file uploaded',
@@ -594,7 +570,7 @@ export async function registerFileRoutes(app: FastifyInstance, deps: FileRouteDe
       const tenantId = tenantIdOf(req);
       const path = wildcardPath(req);
       const conv = await deps.getConversation(tenantId, req.params.id);
-      await withConversationLock(deps.locks, conv, lockWaitMs, async () => {
+      await withConversationLock(deps.locks, conv, lockWaitMs, fileLockErrors(lockWaitMs), async () => {
         assertNotArchived(await deps.getConversation(tenantId, conv.id));
         if (!(await deps.getFile(tenantId, conv.id, path))) throw fileNotFound(path);
         await deps.beforeWorkspaceChange?.(tenantId, conv.id);
