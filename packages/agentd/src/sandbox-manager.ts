@@ -714,6 +714,9 @@ export class SandboxManager {
     await this.garbageCollect('hako', false).catch((err: unknown) =>
       this.d.logger.error({ err }, 'sweep: gc failed'),
     );
+    // what the reaped sandboxes held is released in the background (workspace volumes unmounted):
+    // a sweep is done when that is
+    if (expired.length > 0) await this.d.host.settled();
     this.scheduleFill();
     return { expired: expired.map((m) => m.sb.id) };
   }
@@ -797,5 +800,7 @@ export class SandboxManager {
     const failed = results.filter((r) => r.status === 'rejected');
     if (failed.length > 0)
       this.d.logger.error({ failed: failed.length }, 'close: some sandboxes could not be destroyed');
+    // and what they held that is released in the background
+    await this.d.host.settled();
   }
 }

@@ -1,4 +1,5 @@
-import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cp, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoOf } from './errno.js';
 
@@ -87,17 +88,17 @@ export async function writeEtcDir(
   hostBinds: readonly string[],
   base: Readonly<Record<string, string>> = {},
 ): Promise<void> {
-  await mkdir(join(dir, 'ssl'), { recursive: true });
+  // a dozen small files in the bundle on the run dir (a tmpfs): synchronous writes take
+  // microseconds each, where each async one cost three thread-pool round trips
+  mkdirSync(join(dir, 'ssl'), { recursive: true });
   const files = renderEtcFiles(o);
   if (base.passwd) files.passwd = mergeAccountFile(base.passwd, files.passwd ?? '', o.uid);
   if (base.group) files.group = mergeAccountFile(base.group, files.group ?? '', o.gid);
-  const writes: Promise<void>[] = Object.entries(files).map(([name, text]) =>
-    writeFile(join(dir, name), text, { mode: 0o644 }),
-  );
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text, { mode: 0o644 });
   for (const b of hostBinds) {
     // mount points for the read-only host binds: a directory or an empty file, as the source is
-    if (b === 'ld.so.cache' || b === 'localtime') writes.push(writeFile(join(dir, b), ''));
-    else writes.push(mkdir(join(dir, b), { recursive: true }).then(() => undefined));
+    if (b === 'ld.so.cache' || b === 'localtime') writeFileSync(join(dir, b), '');
+    else mkdirSync(join(dir, b), { recursive: true });
   }
-  await Promise.all(writes);
+  return Promise.resolve();
 }

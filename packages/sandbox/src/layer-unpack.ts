@@ -29,7 +29,6 @@ import { lchown, link, lstat, lutimes, mkdir, open, readdir, rm, symlink, chmod 
 import type { Stats } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import tarStream from 'tar-stream';
 import type { Extract, Header } from 'tar-stream';
 import { AppError } from '@hako/core';
 import type { Logger } from '@hako/core';
@@ -443,6 +442,8 @@ export async function applyLayer(
   const label = options.label ?? 'layer';
   const chownEntries = options.preserveOwnership ?? process.getuid?.() === 0;
   const applier = new LayerApplier(rootfs, label, chownEntries, options.logger);
+  // loaded on first use: the CLI's `sandbox run` never reads a tar
+  const { default: tarStream } = await import('tar-stream');
   const extract = tarStream.extract();
   const it = extract[Symbol.asyncIterator]();
   source.on('error', (err) => extract.destroy(err));

@@ -8,7 +8,6 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import tarStream from 'tar-stream';
 import { AppError } from '@hako/core';
 import type { Logger } from '@hako/core';
 import { readEntryChunks } from './layer-unpack.js';
@@ -358,6 +357,8 @@ export async function readLayoutTar(
   logger: Logger,
 ): Promise<StagedLayout> {
   const source = createReadStream(tarPath);
+  // loaded on first use: the CLI's `sandbox run` never reads a tar
+  const { default: tarStream } = await import('tar-stream');
   const extract = tarStream.extract();
   source.on('error', (err) => extract.destroy(err));
   source.pipe(extract);

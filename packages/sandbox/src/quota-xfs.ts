@@ -21,6 +21,7 @@ import {
   readdir,
   realpath,
   rm,
+  rmdir,
   statfs,
   unlink,
   writeFile,
@@ -487,11 +488,22 @@ export class XfsQuotaManager implements QuotaManager {
     this.logger.debug({ name, id }, 'quota directory removed');
   }
 
-  /** Names of this env's quota directories (empty when the volume is not mounted). */
   /** Nothing runs in the background. */
   close(): Promise<void> {
     return Promise.resolve();
   }
+
+  /** No spares: a project directory is one mkdir and one xfs_quota. */
+  drainSpares(): Promise<number> {
+    return Promise.resolve(0);
+  }
+
+  /** Removes the env's directory on the volume when it is empty. */
+  async removeEnvState(): Promise<void> {
+    await rmdir(this.envDir()).catch(() => undefined);
+  }
+
+  /** Names of this env's quota directories (empty when the volume is not mounted). */
 
   async list(): Promise<string[]> {
     try {

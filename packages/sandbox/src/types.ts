@@ -132,6 +132,16 @@ export interface QuotaManager {
   list(): Promise<string[]>;
   /** Waits for background work (spare workspaces being prepared) to finish. Call before exit. */
   close(): Promise<void>;
+  /**
+   * Deletes the spare workspaces kept ready for creates (a cache); returns how many (`dryRun`: how
+   * many would go). 0 for an engine without spares.
+   */
+  drainSpares(dryRun?: boolean): Promise<number>;
+  /**
+   * drainSpares(), then removes this env's directories if nothing else is in them (`hako demo`
+   * leaving the host as it found it). A workspace that still exists is left, and so is its directory.
+   */
+  removeEnvState(): Promise<void>;
 }
 
 // ---------------------------------------------------------------- images

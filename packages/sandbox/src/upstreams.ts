@@ -15,9 +15,7 @@
  *   SigV4 (service `bedrock`) using @smithy/signature-v4.
  */
 import { AppError } from '@hako/core';
-import { Sha256 } from '@aws-crypto/sha256-js';
-import { HttpRequest } from '@smithy/protocol-http';
-import { SignatureV4 } from '@smithy/signature-v4';
+import type { SignatureV4 } from '@smithy/signature-v4';
 import { classifyAddress } from './egress-policy.js';
 
 export const UPSTREAM_NAMES = ['anthropic', 'bedrock'] as const;
@@ -69,7 +67,7 @@ export interface ResolvedUpstream {
   readonly basePath: string;
   readonly auth:
     | { readonly kind: 'api-key'; readonly apiKey: string }
-    | { readonly kind: 'sigv4'; readonly signer: SignatureV4 };
+    | { readonly kind: 'sigv4'; readonly signer: () => Promise<SignatureV4> };
 }
 
 /** Which named upstream a request to the proxy targets (see parseUpstreamTarget). */
@@ -214,16 +212,18 @@ export function resolveUpstreams(config: UpstreamsConfig | undefined): Map<Upstr
       b.sessionToken === undefined
         ? undefined
         : requireSecret('upstream bedrock sessionToken', b.sessionToken);
-    const signer = new SignatureV4({
-      service: 'bedrock',
-      region: b.region,
-      credentials: {
-        accessKeyId: requireSecret('upstream bedrock accessKeyId', b.accessKeyId),
-        secretAccessKey: requireSecret('upstream bedrock secretAccessKey', b.secretAccessKey),
-        ...(sessionToken === undefined ? {} : { sessionToken }),
-      },
-      sha256: Sha256,
-    });
+    const region = b.region;
+    const credentials = {
+      accessKeyId: requireSecret('upstream bedrock accessKeyId', b.accessKeyId),
+      secretAccessKey: requireSecret('upstream bedrock secretAccessKey', b.secretAccessKey),
+      ...(sessionToken === undefined ? {} : { sessionToken }),
+    };
+    // the signer's modules take ~100 ms to load: only a process that signs loads them (not the CLI)
+    let made: Promise<SignatureV4> | undefined;
+    const signer = (): Promise<SignatureV4> =>
+      (made ??= Promise.all([import('@smithy/signature-v4'), import('@aws-crypto/sha256-js')]).then(
+        ([sv4, sha]) => new sv4.SignatureV4({ service: 'bedrock', region, credentials, sha256: sha.Sha256 }),
+      ));
     out.set('bedrock', {
       name: 'bedrock',
       ...parseBaseUrl('upstream bedrock endpoint', bedrockEndpoint(b)),
@@ -384,7 +384,11 @@ export async function authorizeUpstreamRequest(
         bag[lower] = bag[lower] === undefined ? v : `${bag[lower]},${v}`;
       }
       const query = queryBag(request.query);
-      const signed = await upstream.auth.signer.sign(
+      const [signer, { HttpRequest }] = await Promise.all([
+        upstream.auth.signer(),
+        import('@smithy/protocol-http'),
+      ]);
+      const signed = await signer.sign(
         new HttpRequest({
           method: request.method,
           protocol: upstream.protocol,

@@ -243,31 +243,32 @@ function scanHost(runtime: string): { byName: Map<string, string[]>; unnamed: st
     if (holder.startsWith(`${env}/`)) add(holder.slice(env.length + 1), `project-id claim ${p}`);
     else if (f.startsWith('.claim-')) unnamed.push(`project-id claim temp file ${p}`);
   }
-  // (the loop engine: one image per sandbox, mounted at workspaces/<env>/<name>; half-formatted
-  // spares are its cache, removed by a start once stale: one older than that is a leak)
-  const images = join(th.stateDir, 'workspace-images', env);
-  for (const f of readdirOr(images)) {
-    const m = NAME_RE.exec(f);
-    if (m) add(m[0], `workspace image ${join(images, f)}`);
+  // (the loop engine: one volume directory per sandbox, workspaces/<env>/<name>, its image mounted
+  // at fs/ inside; spare volumes in .pool/ are its cache (mounted), half-built ones are removed by
+  // a start once stale: one older than that is a leak; .trash/ empties in the background)
+  const volumes = join(th.stateDir, 'workspaces', env);
+  for (const n of readdirOr(volumes)) {
+    if (n === '.pool' || n === '.trash') continue;
+    if (n.startsWith(prefix)) add(n, `workspace volume ${n}`);
+    else unnamed.push(`workspace volume ${n}`);
   }
-  for (const f of readdirOr(join(images, '.spare'))) {
-    const p = join(images, '.spare', f);
+  for (const f of readdirOr(join(volumes, '.pool'))) {
+    const p = join(volumes, '.pool', f);
     if (f.endsWith('.tmp') && Date.now() - statSync(p, { throwIfNoEntry: false })!.mtimeMs > 75_000)
-      unnamed.push(`stale half-formatted spare ${p}`);
+      unnamed.push(`stale half-built spare ${p}`);
   }
-  for (const n of readdirOr(join(th.stateDir, 'workspaces', env))) {
-    if (n.startsWith(prefix)) add(n, `workspace mount point ${n}`);
-    else unnamed.push(`workspace mount point ${n}`);
-  }
+  const spareOrTrash = (p: string): boolean =>
+    p.startsWith(join(volumes, '.pool') + '/') || p.startsWith(join(volumes, '.trash') + '/');
   for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     const mp = line.split(' ')[4] ?? '';
-    if (!mp.startsWith(`${th.stateDir}/`) || mp === data) continue;
+    if (!mp.startsWith(`${th.stateDir}/`) || mp === data || spareOrTrash(mp)) continue;
     const m = NAME_RE.exec(mp);
     if (m) add(m[0], `mount ${mp}`);
     else unnamed.push(`mount ${mp}`);
   }
   for (const line of sh('losetup', ['-a']).split('\n')) {
     if (!line.includes(`${th.stateDir}/`) || line.includes(join(th.stateDir, 'volume.img'))) continue;
+    if (line.includes(join(volumes, '.pool') + '/') || line.includes(join(volumes, '.trash') + '/')) continue;
     const m = NAME_RE.exec(line);
     if (m) add(m[0], `loop device ${line.trim()}`);
     else unnamed.push(`loop device ${line.trim()}`);

@@ -505,6 +505,7 @@ test("a CNI result write cut short by a crash (writeAtomic's temporary file) is 
   const a = await newHakod({ min: 0, max: 0 });
   const s = await a.m.createSandbox(create({ network: 'egress' }));
   await a.m.destroySandbox('tenant-a', s.id);
+  await a.b.host.settled(); // its workspace volume is unmounted in the background
   const name = resourceName(env, s.id);
   assert.deepEqual(stateFilesOf(name), [], 'the destroy left nothing');
   const tmp = join(config.HAKO_STATE_DIR, 'cni', 'results', `${name}.json.4242.tmp`);

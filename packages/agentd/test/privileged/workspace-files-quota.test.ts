@@ -99,7 +99,7 @@ test('WriteFiles into a loop-quota workspace: QUOTA_EXCEEDED at the limit, root 
   try {
     await mgr.init();
     const ws = await mgr.create(name, 8 * MiB, UID, GID);
-    const image = join(stateDir, 'workspace-images', env, `${name}.img`);
+    const image = join(stateDir, 'workspaces', env, name, 'disk.img');
     const { stdout } = await execFileP('dumpe2fs', ['-h', image], { env: { PATH, LC_ALL: 'C' } });
     assert.match(
       stdout,
@@ -147,7 +147,7 @@ test('WriteFiles into a loop-quota workspace: QUOTA_EXCEEDED at the limit, root 
     assert.ok(usage.usedBytes <= usage.limitBytes, JSON.stringify(usage));
   } finally {
     await mgr.remove(name).catch(() => undefined);
-    await mgr.close();
+    await mgr.drainSpares();
     await rm(stateDir, { recursive: true, force: true });
   }
 });

@@ -1,4 +1,4 @@
-import { mkdtemp, rm, rmdir } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isAppError, parseConfig, sandboxHostConfigSchema } from '@hako/core';
@@ -112,11 +112,8 @@ export async function removeEnvHostState(env: Record<string, string>, logger: Lo
     const cgroups = built.cgroups as typeof built.cgroups & { removeEnvRoot?: () => Promise<boolean> };
     await cgroups.removeEnvRoot?.();
     await rm(join(config.HAKO_RUN_DIR, config.HAKO_ENV), { recursive: true, force: true });
-    // The loop quota engine's formatted spares; the env's image directory goes when nothing else
-    // (a workspace image) is left in it.
-    const images = join(config.HAKO_STATE_DIR, 'workspace-images', config.HAKO_ENV);
-    await rm(join(images, '.spare'), { recursive: true, force: true });
-    await rmdir(images).catch(() => undefined);
+    // the quota engine's spare workspaces, and the env's workspace directories once empty
+    await built.quota.removeEnvState();
   } finally {
     await built.close();
   }

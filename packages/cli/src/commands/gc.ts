@@ -22,7 +22,7 @@ export async function gc(argv: readonly string[], env: EnvRecord): Promise<numbe
   const wired = await wireSandboxHost(env).catch((e: unknown) => e as Error);
   if (wired instanceof Error) return printError(wired);
   try {
-    const report = await wired.host.gc({ dryRun });
+    const report = await wired.host.gc({ dryRun, dropSpares: true });
     if (flags.json === true) {
       process.stdout.write(`${JSON.stringify({ dryRun, ...report })}\n`);
     } else {
@@ -30,7 +30,9 @@ export async function gc(argv: readonly string[], env: EnvRecord): Promise<numbe
       for (const r of report.removed) process.stdout.write(`${verb} ${r.name} (${r.kinds.join(', ')})\n`);
       for (const f of report.failed) process.stdout.write(`FAILED ${f.name}: ${f.errors.join('; ')}\n`);
       for (const k of report.kept) process.stdout.write(`kept ${k} (its owner is alive)\n`);
-      if (report.removed.length + report.failed.length === 0) process.stdout.write('nothing to collect\n');
+      if (report.spares > 0) process.stdout.write(`${verb} ${report.spares} spare workspace volume(s)\n`);
+      if (report.removed.length + report.failed.length + report.spares === 0)
+        process.stdout.write('nothing to collect\n');
     }
     return report.failed.length === 0 ? 0 : 1;
   } catch (e) {

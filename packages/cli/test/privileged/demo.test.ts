@@ -74,10 +74,11 @@ function demoLeftovers(th: TestHost): string[] {
     .leftovers()
     .filter((l) => !l.startsWith('dir ') && !l.startsWith('mount under') && l !== 'loop device');
   if (existsSync(join(th.runDir, th.hakoEnv))) left.push(`dir ${join(th.runDir, th.hakoEnv)}`);
-  // the env's IPAM bookkeeping and its spare workspace images go too
+  // the env's IPAM bookkeeping and its workspace directories (spare volumes included) go too
   const state = th.env.HAKO_STATE_DIR ?? '';
   for (const d of [
     join(state, 'cni', 'ipam', `hako-${th.hakoEnv}`),
+    join(state, 'workspaces', th.hakoEnv),
     join(state, 'workspace-images', th.hakoEnv),
   ]) {
     if (existsSync(d)) left.push(`dir ${d}`);

@@ -144,9 +144,9 @@ async function imagesUnder(root: string): Promise<string[]> {
   return out;
 }
 
-/** Workspace images only: not the formatted spares the image engine keeps in `.spare/`. */
+/** Workspace images only: not the spare volumes the image engine keeps ready in `.pool/`. */
 async function workspaceImagesUnder(root: string): Promise<string[]> {
-  return (await imagesUnder(root)).filter((p) => !p.includes('/.spare/'));
+  return (await imagesUnder(root)).filter((p) => !p.includes('/.pool/'));
 }
 
 async function loopDevicesFor(image: string): Promise<string[]> {
@@ -367,9 +367,23 @@ test('per-sandbox image engine: limits, isolation, inode bound, clean removal', 
         assert.deepEqual(await mountsUnder(opts.stateDir), [], 'init() mounts nothing for the image engine');
       },
       afterRemove: async (name, dir) => {
-        const img = join(opts.stateDir, 'workspace-images', opts.env, `${name}.img`);
-        assert.equal(existsSync(img), false, 'the image file must be deleted');
+        // remove() takes the volume away at once; unmounting and deleting it is background work
+        const volume = join(opts.stateDir, 'workspaces', opts.env, name);
+        assert.equal(existsSync(volume), false, 'the volume directory must be gone from the name');
         assert.equal((await mountsUnder(opts.stateDir)).includes(dir), false, `${dir} must be unmounted`);
+        await mgr.close();
+        const trash = join(opts.stateDir, 'workspaces', opts.env, '.trash');
+        assert.deepEqual(await readdir(trash), [], 'recycling empties the trash');
+        assert.deepEqual(
+          (await mountsUnder(opts.stateDir)).filter((m) => m.includes('/.trash/')),
+          [],
+          'nothing in the trash stays mounted',
+        );
+        assert.deepEqual(
+          (await workspaceImagesUnder(opts.stateDir)).filter((p) => p.includes(name)),
+          [],
+          'the image file must be deleted',
+        );
       },
     });
 
@@ -380,6 +394,7 @@ test('per-sandbox image engine: limits, isolation, inode bound, clean removal', 
       (e: unknown) => e instanceof AppError && e.code === 'QUOTA_EXCEEDED',
     );
     assert.deepEqual(await mgr.list(), []);
+    await mgr.close();
     assert.deepEqual(await workspaceImagesUnder(opts.stateDir), []);
 
     // A stale image (e.g. after a reboot: not mounted) is listed and removed.
@@ -389,8 +404,14 @@ test('per-sandbox image engine: limits, isolation, inode bound, clean removal', 
     assert.deepEqual(await mgr.list(), [stale]);
     await mgr.remove(stale);
     assert.deepEqual(await mgr.list(), []);
-    assert.deepEqual(await workspaceImagesUnder(opts.stateDir), []);
     await mgr.close();
+    assert.deepEqual(await workspaceImagesUnder(opts.stateDir), []);
+
+    // `hako gc` drops the spares: nothing of the env stays mounted
+    assert.ok((await mgr.drainSpares(true)) > 0, 'spares were kept ready');
+    assert.ok((await mgr.drainSpares()) > 0);
+    assert.deepEqual(await mountsUnder(opts.stateDir), [], 'no spare or trashed volume stays mounted');
+    assert.deepEqual(await imagesUnder(opts.stateDir), [], 'no image file is left');
   } finally {
     images = await teardown(opts.stateDir);
   }
@@ -446,15 +467,16 @@ test('XFS project quotas: enforced where the kernel supports them, refused clean
   await assertNothingLeft(opts.stateDir, images);
 });
 
-test('per-sandbox image engine: formatted spares are claimed once, empty, enforced, and race-safe', async () => {
+test('per-sandbox image engine: mounted spares are claimed once, empty, enforced, and race-safe', async () => {
   const opts = newOptions();
   const mgr = new LoopQuotaManager(opts);
-  const spareDir = join(opts.stateDir, 'workspace-images', opts.env, '.spare');
+  const envDir = join(opts.stateDir, 'workspaces', opts.env);
+  const poolDir = join(envDir, '.pool');
   const sparesOfKind = async (bytes: number): Promise<Map<number, string>> => {
     const m = new Map<number, string>();
-    for (const f of await readdir(spareDir).catch(() => [] as string[])) {
-      if (f.startsWith(`${bytes}-${UID}-${GID}-`) && f.endsWith('.img'))
-        m.set(statSync(join(spareDir, f)).ino, f);
+    for (const f of await readdir(poolDir).catch(() => [] as string[])) {
+      if (f.startsWith(`${bytes}-${UID}-${GID}-`) && !f.endsWith('.tmp'))
+        m.set(statSync(join(poolDir, f)).ino, f);
     }
     return m;
   };
@@ -463,48 +485,63 @@ test('per-sandbox image engine: formatted spares are claimed once, empty, enforc
     const first = newName(opts.env);
     const firstDir = await mgr.create(first, 8 * MiB, UID, GID);
     await writeFile(join(firstDir, 'secret.txt'), 'from the first sandbox\n');
-    await mgr.close(); // the refill it started is done
+    await mgr.close(); // the refill it asked for is done
     const spares = await sparesOfKind(8 * MiB);
-    assert.equal(spares.size, 2, 'two formatted spares of the asked-for kind');
-    assert.equal((await readdir(spareDir)).filter((f) => f.endsWith('.tmp')).length, 0);
+    assert.equal(spares.size, 2, 'two spares of the asked-for kind');
+    assert.equal((await readdir(poolDir)).filter((f) => f.endsWith('.tmp')).length, 0);
+    const mounted = (await readMountInfo()).map((m) => m.mountPoint);
+    for (const f of spares.values())
+      assert.ok(mounted.includes(join(poolDir, f, 'fs')), `spare ${f} is mounted`);
     await mgr.remove(first);
 
-    // the next create claims one of them: same inode, now the sandbox's image, gone from the pool
+    // the next create claims one of them by rename: the same directory, gone from the pool
     const second = newName(opts.env);
     const dir = await mgr.create(second, 8 * MiB, UID, GID);
-    const img = join(opts.stateDir, 'workspace-images', opts.env, `${second}.img`);
-    assert.ok(spares.has(statSync(img).ino), 'the image must be a claimed spare');
-    assert.equal(statSync(img).nlink, 1, 'the spare link is gone: nobody else can claim it');
+    assert.equal(dir, join(envDir, second, 'fs'));
+    assert.ok(spares.has(statSync(join(envDir, second)).ino), 'the volume must be a claimed spare');
+    assert.ok(
+      (await readMountInfo()).some((m) => m.mountPoint === dir),
+      'its mount moved with it',
+    );
     assert.deepEqual(await readdir(dir), [], 'a claimed spare is an empty filesystem');
     const st = statSync(dir);
     assert.equal(st.uid, UID);
     assert.equal(st.mode & 0o777, 0o700);
-    // the limit holds on a spare exactly as on a freshly formatted image
+    // the limit holds on a spare exactly as on a freshly made volume
     await assert.rejects(writeFile(join(dir, 'big'), Buffer.alloc(9 * MiB, 1)), /ENOSPC/);
     await mgr.close();
     assert.ok(
-      !(await sparesOfKind(8 * MiB)).has(statSync(img).ino),
+      !(await sparesOfKind(8 * MiB)).has(statSync(join(envDir, second)).ino),
       'a claimed spare is never offered again',
     );
+    // a name that has a volume is refused, and the spare it would have taken stays in the pool
+    const before = (await sparesOfKind(8 * MiB)).size;
+    await assert.rejects(
+      mgr.create(second, 8 * MiB, UID, GID),
+      (e: unknown) => e instanceof AppError && e.code === 'SANDBOX_ALREADY_EXISTS',
+    );
+    assert.equal((await sparesOfKind(8 * MiB)).size, before);
 
-    // concurrent creates never share a spare
+    // concurrent creates never share a spare (two are ready: the third builds its own)
     const names = [newName(opts.env), newName(opts.env), newName(opts.env)];
     const dirs = await Promise.all(names.map((n) => mgr.create(n, 8 * MiB, UID, GID)));
-    const inodes = names.map(
-      (n) => statSync(join(opts.stateDir, 'workspace-images', opts.env, `${n}.img`)).ino,
-    );
+    const inodes = names.map((n) => statSync(join(envDir, n)).ino);
     assert.equal(new Set(inodes).size, 3);
     assert.equal(new Set(dirs).size, 3);
     for (const n of [second, ...names]) await mgr.remove(n);
     await mgr.close();
 
-    // a half-formatted spare left by a dead process is deleted by the next init()
-    const stale = join(spareDir, `${8 * MiB}-${UID}-${GID}-deadbeef.img.tmp`);
-    await writeFile(stale, '');
+    // a half-built spare left by a dead process is recycled by the next init()
+    const stale = join(poolDir, `${8 * MiB}-${UID}-${GID}-deadbeef.tmp`);
+    await mkdir(join(stale, 'fs'), { recursive: true });
+    await writeFile(join(stale, 'disk.img'), '');
     const old = new Date(Date.now() - 5 * 60_000);
     utimesSync(stale, old, old);
-    await new LoopQuotaManager(opts).init();
+    const next = new LoopQuotaManager(opts);
+    await next.init();
+    await next.close();
     assert.equal(existsSync(stale), false);
+    assert.deepEqual(await readdir(join(envDir, '.trash')), []);
     assert.deepEqual(await mgr.list(), []);
   } finally {
     await mgr.close().catch(() => undefined);
