@@ -165,7 +165,8 @@ export class SandboxManager {
   private readonly destroyed = new Map<string, string>();
   /** Creates under way (cold starts and pool fills), counted against maxSandboxes. */
   private inFlight = 0;
-  private filling = false;
+  /** The warm pool fill in flight, if any. */
+  private filling: Promise<void> | undefined;
   private closed = false;
   private sweepTimer: NodeJS.Timeout | undefined;
 
@@ -415,11 +416,10 @@ export class SandboxManager {
   /** Keeps every profile's pool at its target, one start at a time, in the background. */
   scheduleFill(): void {
     if (this.filling || this.closed || this.d.config.poolMax === 0) return;
-    this.filling = true;
-    void this.fill()
+    this.filling = this.fill()
       .catch((err: unknown) => this.d.logger.warn({ err }, 'warm pool fill failed'))
       .finally(() => {
-        this.filling = false;
+        this.filling = undefined;
       });
   }
 
@@ -794,6 +794,8 @@ export class SandboxManager {
   async close(opts: { destroyAll: boolean }): Promise<void> {
     this.closed = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    // a warm sandbox being started when close began is torn down by fill() itself: wait for it
+    await this.filling;
     const doomed = [...this.byId.values()].filter((m) => opts.destroyAll || m.rec.ownerId === '');
     for (const p of this.pool.values()) p.ready.length = 0;
     const results = await Promise.allSettled(doomed.map((m) => this.teardown(m)));

@@ -26,7 +26,10 @@ export interface BuiltSandboxHost {
   readonly images: LocalImageStore;
   readonly network: CniNetworkManager;
   readonly proxy: HttpEgressProxy;
-  /** Closes the proxy, then waits for the quota engine's background work. */
+  /**
+   * Closes the host (releases its ready egress identities, waits for background releases), the
+   * proxy, then waits for the quota engine's background work.
+   */
   close(): Promise<void>;
 }
 
@@ -89,6 +92,7 @@ export async function buildSandboxHost(
     network,
     proxy,
     close: async () => {
+      await host.close();
       await proxy.close();
       await quota.close();
     },

@@ -33,6 +33,7 @@ import { findMount, readMountInfo } from './mount-info.js';
 import type { MountInfoEntry } from './mount-info.js';
 import { idFromName } from './names.js';
 import { processAlive } from './process-alive.js';
+import { QuietTimer } from './quiet-timer.js';
 import { errnoOf } from './errno.js';
 import { assertQuotaBytes, assertQuotaName, hasTool, inodeLimitFor, runTool } from './quota-xfs.js';
 import type { QuotaManagerOptions } from './quota-xfs.js';
@@ -52,13 +53,7 @@ const TMP_PID_RE = /-p(\d+)\.tmp$/;
 const SPARES_PER_KIND = 2;
 /** A spare still being built after this long was left by a process that died. */
 const STALE_SPARE_MS = 60_000;
-/**
- * Background work (refill, recycling) starts once creates and removes have been quiet this long,
- * or at the latest MAX_DEFER_MS after it was first asked for: mkfs, mount and umount slow the
- * kernel's cgroup and mount work of a sandbox being created alongside them severalfold.
- */
-const QUIET_MS = 100;
-const MAX_DEFER_MS = 1000;
+
 const INODE_SIZE = 256;
 const BLOCK_SIZE = 4096;
 
@@ -122,9 +117,8 @@ export class LoopQuotaManager implements QuotaManager {
   private recycling: Promise<void> | undefined;
   /** Set while drainSpares() runs: no refill starts. */
   private draining = false;
-  /** The deferred start of background work, and when it was first asked for (0: not pending). */
-  private deferred: NodeJS.Timeout | undefined;
-  private deferredSince = 0;
+  /** Starts the refill and recycling once creates and removes have been quiet a moment. */
+  private readonly background = new QuietTimer(() => this.startBackground());
   /** Kinds asked for since the last refill round, with their latest request. */
   private readonly wanted = new Map<string, Kind>();
 
@@ -277,25 +271,8 @@ export class LoopQuotaManager implements QuotaManager {
     return false;
   }
 
-  /**
-   * Asks for background work (a refill of what `wanted` holds, recycling of the trash): it starts
-   * when creates and removes have been quiet for QUIET_MS, at the latest MAX_DEFER_MS after the
-   * first ask. Every create and remove asks again, so it moves the start.
-   */
-  private deferBackground(): void {
-    const now = Date.now();
-    if (this.deferredSince === 0) this.deferredSince = now;
-    if (this.deferred) clearTimeout(this.deferred);
-    const delay = Math.max(0, Math.min(QUIET_MS, this.deferredSince + MAX_DEFER_MS - now));
-    // unref: a process on its way out calls close(), which starts what is pending at once
-    this.deferred = setTimeout(() => this.startBackground(), delay).unref();
-  }
-
-  /** Starts the background work asked for now (cancelling the deferred start). */
+  /** Starts the background work asked for (the quiet timer fired or was flushed). */
   private startBackground(): void {
-    if (this.deferred) clearTimeout(this.deferred);
-    this.deferred = undefined;
-    this.deferredSince = 0;
     this.startRecycle();
     if (this.wanted.size === 0 || this.draining) return;
     this.refilling ??= this.refill()
@@ -332,7 +309,7 @@ export class LoopQuotaManager implements QuotaManager {
       if (errnoOf(err) === 'ENOENT') return false;
       throw err;
     }
-    this.deferBackground();
+    this.background.poke();
     return true;
   }
 
@@ -368,10 +345,10 @@ export class LoopQuotaManager implements QuotaManager {
    * the recycling have finished (call before the process exits).
    */
   async close(): Promise<void> {
-    if (this.deferred) this.startBackground();
+    this.background.flush();
     while (this.refilling || this.recycling) {
       await Promise.all([this.refilling, this.recycling]);
-      if (this.deferred) this.startBackground();
+      this.background.flush();
     }
   }
 
@@ -435,7 +412,7 @@ export class LoopQuotaManager implements QuotaManager {
     // can both fail, never both pass.
     const claimed = await this.claimSpare(dir, k);
     this.wanted.set(LoopQuotaManager.kindPrefix(k), k);
-    this.deferBackground();
+    this.background.poke();
     if (!claimed) {
       const tmp = join(this.poolDir, LoopQuotaManager.tmpName(`${name}-${randomBytes(4).toString('hex')}`));
       await this.buildVolume(tmp, k);

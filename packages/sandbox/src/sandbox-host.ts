@@ -1,6 +1,6 @@
 import { mkdir, rm, readFile, readdir } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import type { ChildProcess, StdioOptions } from 'node:child_process';
@@ -9,6 +9,7 @@ import type { Logger, SandboxHostConfig } from '@hako/core';
 import { ATOMIC_TMP_RE, writeAtomic } from './atomic-file.js';
 import { Sandbox } from './sandbox.js';
 import { processAlive } from './process-alive.js';
+import { QuietTimer } from './quiet-timer.js';
 import type { SandboxOptions } from './sandbox.js';
 import { buildOciSpec, buildProcess, sandboxBinds } from './oci-spec.js';
 import type { BindMount } from './oci-spec.js';
@@ -154,13 +155,40 @@ const COPY_BACK_APPARENT_FACTOR = 64;
 /** Cleanup steps of resources that do not depend on each other once the container is gone. */
 const CONCURRENT = { concurrent: true } as const;
 
+/** Egress identities kept ready once egress has been asked for (see takeEgressIdentity). */
+const EGRESS_POOL_SIZE = 2;
+
+/**
+ * A sandbox identity made ahead for network egress: a fresh id, its bundle directory with the
+ * owner record (so another process's GC leaves it alone), and its netns attached by CNI ADD.
+ * prepare() takes one as the new sandbox's identity; the proxy policy is set then.
+ */
+interface EgressIdentity {
+  readonly id: string;
+  readonly name: string;
+  readonly network: NetworkAttachment;
+}
+
 export class SandboxHost {
   private readonly d: SandboxHostDeps;
   private readonly runDir: string;
   private networkReady: Promise<void> | undefined;
   private proxyReady: Promise<void> | undefined;
-  /** Sandboxes this host is creating or holds, from prepare()/adopt() to destroy(): gc() spares them. */
+  /**
+   * Sandboxes this host is creating or holds, from prepare()/adopt() to destroy() (and until their
+   * network is released), and the egress identities it keeps ready: gc() spares them.
+   */
   private readonly held = new Set<string>();
+  /** Ready egress identities; filled in the background once an egress sandbox was asked for. */
+  private readonly egressReady: EgressIdentity[] = [];
+  private egressWanted = false;
+  private egressFilling: Promise<void> | undefined;
+  /** Destroyed sandboxes whose network (CNI DEL, netns) and bundle are still to be released, by name. */
+  private readonly toRelease = new Map<string, string>();
+  private releasing: Promise<void> | undefined;
+  private closing = false;
+  /** Starts the egress fill and the releases once creates and destroys have been quiet a moment. */
+  private readonly background = new QuietTimer(() => this.startBackground());
 
   constructor(deps: SandboxHostDeps) {
     this.d = deps;
@@ -178,7 +206,102 @@ export class SandboxHost {
    * correctness; benchmarks use it to time a create on a host that has had its idle time.
    */
   async settled(): Promise<void> {
+    for (;;) {
+      this.background.flush();
+      const work = [this.releasing, this.egressFilling].filter((p) => p !== undefined);
+      if (work.length === 0) break;
+      await Promise.all(work);
+    }
     await this.d.quota.close();
+  }
+
+  /**
+   * Stops keeping egress identities, releases the ready ones and waits for all background work.
+   * Sandboxes are left as they are (hakod adopts them when it starts again). Call before exit.
+   */
+  async close(): Promise<void> {
+    this.closing = true;
+    await this.egressFilling;
+    for (const x of this.egressReady.splice(0)) this.toRelease.set(x.name, join(this.runDir, x.name));
+    this.background.poke();
+    await this.settled();
+  }
+
+  private startBackground(): void {
+    this.releasing ??= this.runReleases().finally(() => {
+      this.releasing = undefined;
+    });
+    if (!this.egressWanted || this.closing) return;
+    this.egressFilling ??= this.fillEgress()
+      .catch((err: unknown) => this.d.logger.warn({ err }, 'keeping egress identities ready failed'))
+      .finally(() => {
+        this.egressFilling = undefined;
+      });
+  }
+
+  /**
+   * Takes a ready egress identity (undefined when none is ready: the create attaches its own) and
+   * asks for the pool to be refilled when things are quiet.
+   */
+  private takeEgressIdentity(): EgressIdentity | undefined {
+    this.egressWanted = true;
+    this.background.poke();
+    for (let x = this.egressReady.shift(); x; x = this.egressReady.shift()) {
+      const bundleDir = join(this.runDir, x.name);
+      // another host object of this process (same pid in the owner record) may have collected it
+      if (existsSync(x.network.netnsPath) && existsSync(join(bundleDir, OWNER_FILE))) return x;
+      this.d.logger.warn({ name: x.name }, 'a ready egress identity was removed under us; releasing it');
+      this.toRelease.set(x.name, bundleDir);
+      this.background.poke();
+    }
+    return undefined;
+  }
+
+  private async fillEgress(): Promise<void> {
+    const { network } = await this.ensureEgress();
+    while (!this.closing && this.egressReady.length < EGRESS_POOL_SIZE) {
+      const id = newSandboxId();
+      const name = resourceName(this.d.config.HAKO_ENV, id);
+      const bundleDir = join(this.runDir, name);
+      this.held.add(name);
+      try {
+        mkdirSync(bundleDir, { mode: 0o700 });
+        await writeAtomic(join(bundleDir, OWNER_FILE), ownerRecord());
+        this.egressReady.push({ id, name, network: await network.add(name) });
+      } catch (err) {
+        // network.add() undoes itself; the bundle is all there is to undo
+        rmSync(bundleDir, { recursive: true, force: true });
+        this.held.delete(name);
+        throw err;
+      }
+    }
+  }
+
+  /**
+   * A destroyed egress sandbox's CNI DEL and netns removal (a veth, a lease: ~40 ms of plugin and
+   * kernel work) happen in the background, then its bundle (with the owner record that keeps other
+   * processes' GC away) goes. Its proxy registration is gone already and its processes are dead.
+   */
+  private releaseNetwork(sb: Sandbox): Promise<void> {
+    this.toRelease.set(sb.name, sb.bundleDir);
+    this.background.poke();
+    return Promise.resolve();
+  }
+
+  private async runReleases(): Promise<void> {
+    const network = this.d.network;
+    for (const [name, bundleDir] of this.toRelease) {
+      try {
+        if (network) await network.del(name);
+        rmSync(bundleDir, { recursive: true, force: true });
+      } catch (err) {
+        // the bundle stays, owned by this process: this host's next gc() retries the DEL
+        this.d.logger.error({ err, name }, "releasing a destroyed sandbox's network failed; GC retries");
+      } finally {
+        this.toRelease.delete(name);
+        this.held.delete(name);
+      }
+    }
   }
 
   private async ensureEgress(): Promise<{ network: NetworkManager; proxy: EgressProxy }> {
@@ -205,10 +328,6 @@ export class SandboxHost {
     extraBinds: readonly BindMount[] = [],
   ): Promise<Sandbox> {
     const cfg = this.d.config;
-    const id = newSandboxId();
-    const sb = new Sandbox(id, resourceName(cfg.HAKO_ENV, id), options);
-    this.held.add(sb.name);
-    const uid = cfg.HAKO_SANDBOX_UID;
     if (options.network === 'egress' && this.d.runtime.name === 'runsc') {
       // runsc's sandbox network (interfaces taken from the CNI netns) refuses to start on the gVisor
       // release Debian ships ("cannot run with network enabled in root network namespace")
@@ -217,17 +336,33 @@ export class SandboxHost {
         'network egress is not supported with runsc yet; use --runtime crun or runc, or --network none',
       );
     }
+    const pooled = options.network === 'egress' ? this.takeEgressIdentity() : undefined;
+    const id = pooled?.id ?? newSandboxId();
+    const sb = new Sandbox(id, resourceName(cfg.HAKO_ENV, id), options);
+    this.held.add(sb.name);
+    const uid = cfg.HAKO_SANDBOX_UID;
+    // bundle directory (curated /etc, config.json, owner marker); an egress sandbox's goes after
+    // its network is released (releaseNetwork)
+    sb.bundleDir = join(this.runDir, sb.name);
+    sb.cleanup.push(
+      'bundle',
+      () => (sb.network ? Promise.resolve() : removeBundle(sb.bundleDir)),
+      CONCURRENT,
+    );
+    if (pooled) {
+      sb.network = pooled.network;
+      sb.cleanup.push('network', () => this.releaseNetwork(sb), CONCURRENT);
+    }
     try {
       const image = await this.d.images.get(options.image);
       sb.imageDigest = image.digest;
 
-      // bundle directory (curated /etc, config.json, owner marker)
-      sb.bundleDir = join(this.runDir, sb.name);
-      // the bundle is a few small files on the run dir (a tmpfs): written synchronously, each a
-      // few microseconds, instead of three thread-pool round trips per file
-      mkdirSync(sb.bundleDir, { mode: 0o700 });
-      sb.cleanup.push('bundle', () => removeBundle(sb.bundleDir), CONCURRENT);
-      await writeAtomic(join(sb.bundleDir, OWNER_FILE), ownerRecord());
+      if (!pooled) {
+        // the bundle is a few small files on the run dir (a tmpfs): written synchronously, each a
+        // few microseconds, instead of three thread-pool round trips per file
+        mkdirSync(sb.bundleDir, { mode: 0o700 });
+        await writeAtomic(join(sb.bundleDir, OWNER_FILE), ownerRecord());
+      }
       // /skills: empty and root's until hakod writes a tenant's skills into it (WriteFiles, target
       // SKILLS); read-only inside the sandbox. Removed with the bundle.
       sb.skillsDir = join(sb.bundleDir, SKILLS_DIR);
@@ -323,7 +458,7 @@ export class SandboxHost {
       return sb;
     } catch (err) {
       const errors = await sb.cleanup.run();
-      this.held.delete(sb.name);
+      if (!this.toRelease.has(sb.name)) this.held.delete(sb.name);
       sb.transition('failed');
       const e = toAppError(err, 'SANDBOX_CREATE_FAILED', 'creating the sandbox failed');
       if (errors.length > 0) {
@@ -344,8 +479,10 @@ export class SandboxHost {
   private async attachEgress(sb: Sandbox): Promise<string> {
     const cfg = this.d.config;
     const { network, proxy } = await this.ensureEgress();
-    sb.network = await network.add(sb.name);
-    sb.cleanup.push('network', () => network.del(sb.name), CONCURRENT);
+    if (!sb.network) {
+      sb.network = await network.add(sb.name);
+      sb.cleanup.push('network', () => this.releaseNetwork(sb), CONCURRENT);
+    }
     this.proxyReady ??= proxy.listen(network.gateway, cfg.HAKO_PROXY_PORT, cfg.HAKO_PROXY_PORT_COUNT);
     await this.proxyReady;
     const ip = sb.network.ip;
@@ -669,8 +806,9 @@ export class SandboxHost {
       );
     }
     errors.push(...(await sb.cleanup.run()));
-    // what a failed step left is gc()'s to retry from now on
-    this.held.delete(sb.name);
+    // what a failed step left is gc()'s to retry from now on (a network being released stays held
+    // until it is)
+    if (!this.toRelease.has(sb.name)) this.held.delete(sb.name);
     if (errors.length > 0) {
       sb.transition('failed');
       if (copyBack) errors.unshift(copyBack);

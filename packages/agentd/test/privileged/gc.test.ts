@@ -156,6 +156,25 @@ function expectOf(r: SandboxRecord): Expect {
   return { name: resourceName(env, r.id), id: r.id, hostVeth: r.hostVeth, ip: r.ip };
 }
 
+/**
+ * The egress identities a host keeps ready (SandboxHost): a netns of this env with a bundle that
+ * holds only the owner record, and no sandbox record. A crashed hakod leaves them as orphans.
+ */
+function readyIdentities(recs: readonly SandboxRecord[]): Expect[] {
+  const prefix = `hako-${env}-`;
+  const recorded = new Set(recs.map((r) => resourceName(env, r.id)));
+  return (existsSync('/run/netns') ? readdirSync('/run/netns') : [])
+    .filter(
+      (n) =>
+        n.startsWith(prefix) &&
+        !recorded.has(n) &&
+        !foreign.netns.includes(n) &&
+        existsSync(join(envRunDir, n, 'owner.json')) &&
+        !existsSync(join(envRunDir, n, 'config.json')),
+    )
+    .map((n) => ({ name: n, id: n.slice(prefix.length) }));
+}
+
 /** What of each sandbox is still on the host (one line per piece). */
 function piecesOf(sbs: readonly Expect[]): string[] {
   const found: string[] = [];
@@ -342,7 +361,12 @@ test("a crashed hakod's sandboxes: dry run lists them and removes nothing; GC re
   // e2's task is already gone (as when hakod died mid-destroy): its network must still be detached
   const e2name = resourceName(env, e2.id);
   sh(runtimeName, ['--root', runtimeRoot, 'delete', '--force', e2name]);
-  // `a` is dropped without close(), as after SIGKILL (its proxy dies with the process)
+  // `a` is dropped without close(), as after SIGKILL (its proxy dies with the process); the egress
+  // identities it kept ready are orphans too
+  await a.b.host.settled();
+  const identities = readyIdentities(recs);
+  assert.ok(identities.length > 0, 'the host kept egress identities ready');
+  orphans.push(...identities);
   await a.b.proxy.close();
 
   const b = await newHakod({ min: 0, max: 0 });
@@ -351,13 +375,15 @@ test("a crashed hakod's sandboxes: dry run lists them and removes nothing; GC re
     assert.deepEqual([r.removed, r.failed], [[], []], `prefix ${p} removes nothing`);
   }
   const expectKinds = (name: string): string[] =>
-    [
-      ...(name === e2name ? [] : ['container']),
-      'bundle',
-      'cgroup',
-      'quota',
-      ...(egress.has(name) ? ['netns'] : []),
-    ].sort();
+    identities.some((x) => x.name === name)
+      ? ['bundle', 'netns']
+      : [
+          ...(name === e2name ? [] : ['container']),
+          'bundle',
+          'cgroup',
+          'quota',
+          ...(egress.has(name) ? ['netns'] : []),
+        ].sort();
   const expected = new Map(orphans.map((o) => [o.name, expectKinds(o.name)]));
 
   const dry = await b.m.garbageCollect('hako', true);
@@ -366,10 +392,10 @@ test("a crashed hakod's sandboxes: dry run lists them and removes nothing; GC re
   assertNoForeignIn(dry);
   assert.equal(
     runtimeContainers().filter((c) => expected.has(c.id)).length,
-    orphans.length - 1,
+    orphans.length - 1 - identities.length,
     'dry run deleted nothing',
   );
-  assertWhole(orphans.filter((o) => o.name !== e2name));
+  assertWhole(orphans.filter((o) => o.name !== e2name && !identities.includes(o)));
 
   const real = await b.m.garbageCollect('', false);
   assert.deepEqual(real.failed, []);
@@ -388,23 +414,24 @@ test('foreign look-alikes survive GC next to a real orphan: only the prefix, onl
   const a = await newHakod({ min: 0, max: 0 });
   const s = await a.m.createSandbox(create({ network: 'egress' }));
   await assertExecs(a.m, s.id);
-  const orphan = expectOf((await a.records.list()).records.find((r) => r.id === s.id)!);
+  const recs = (await a.records.list()).records;
+  const orphan = expectOf(recs.find((r) => r.id === s.id)!);
   assertWhole([orphan]);
+  await a.b.host.settled();
+  const orphans = [orphan, ...readyIdentities(recs)];
+  const names = orphans.map((o) => o.name).sort();
   await a.b.proxy.close();
   const b = await newHakod({ min: 0, max: 0 });
   const dry = await b.m.garbageCollect('hako', true);
   assert.deepEqual(
-    dry.removed.map((x) => x.name),
-    [orphan.name],
-    'the dry run lists only the orphan, none of the look-alikes',
+    dry.removed.map((x) => x.name).sort(),
+    names,
+    "the dry run lists only the orphan (and its host's egress identities), none of the look-alikes",
   );
   const r = await b.m.garbageCollect('hako', false);
   assert.deepEqual(r.failed, []);
-  assert.deepEqual(
-    r.removed.map((x) => x.name),
-    [orphan.name],
-  );
-  assert.deepEqual(piecesOf([orphan]), []);
+  assert.deepEqual(r.removed.map((x) => x.name).sort(), names);
+  assert.deepEqual(piecesOf(orphans), []);
   assertForeignIntact();
 });
 
