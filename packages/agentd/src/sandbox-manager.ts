@@ -721,6 +721,14 @@ export class SandboxManager {
     return { expired: expired.map((m) => m.sb.id) };
   }
 
+  /**
+   * Resolves once the host's background work (spare workspaces built, destroyed sandboxes' volumes
+   * and networks released) has finished. Nothing needs it for correctness (benchmarks do).
+   */
+  settled(): Promise<void> {
+    return this.d.host.settled();
+  }
+
   startSweeper(intervalMs: number): void {
     this.sweepTimer = setInterval(() => {
       void this.sweep();
