@@ -37,7 +37,7 @@ export async function main(
       case 'sandboxes':
         return await (await import('./commands/sandboxes.js')).sandboxes(argv.slice(1), env, io);
       case 'sandbox':
-        if (sub === 'run') return await (await import('./commands/sandbox-run.js')).sandboxRun(rest, env);
+        if (sub === 'run') return await (await import('./sandbox-run-entry.js')).runSandboxCommand(rest, env);
         io.stderr.write(`usage: hako sandbox run [flags] -- CMD [ARGS...]\n`);
         return 2;
       case 'image':
