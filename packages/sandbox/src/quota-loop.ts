@@ -24,6 +24,7 @@
  * Spares and the trash do not count against `volumeBytes`. drainSpares() (`hako gc`) unmounts and
  * deletes the spares.
  */
+import { readdirSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { chmod, mkdir, open, readdir, rename, rm, rmdir, stat, statfs, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -99,6 +100,8 @@ interface Kind {
 /**
  * QuotaManager with one loop-mounted ext4 image per sandbox. On a sandbox's path: rename(2) only
  * when a spare is ready (else mkfs.ext4 and mount); the forks happen in the background otherwise.
+ * The directory operations on that path (readdir, rename, stat, unlink of a few entries) are made
+ * synchronously: each is microseconds of metadata work, where the thread pool cost a round trip.
  */
 export class LoopQuotaManager implements QuotaManager {
   readonly engine = 'loop' as const;
@@ -190,7 +193,7 @@ export class LoopQuotaManager implements QuotaManager {
       const st = await stat(join(this.poolDir, f)).catch(() => undefined);
       if (!st) continue;
       const dead = Number.isSafeInteger(pid) ? !processAlive(pid) : false;
-      if (dead || now - st.mtimeMs > STALE_SPARE_MS) await this.toTrash(join(this.poolDir, f), f);
+      if (dead || now - st.mtimeMs > STALE_SPARE_MS) this.toTrash(join(this.poolDir, f), f);
     }
   }
 
@@ -253,12 +256,12 @@ export class LoopQuotaManager implements QuotaManager {
    * Claims a ready spare of this kind as `target` with rename(2): ENOENT means another process
    * took it first (try the next); a `target` that exists makes it fail (SANDBOX_ALREADY_EXISTS).
    */
-  private async claimSpare(target: string, k: Kind): Promise<boolean> {
+  private claimSpare(target: string, k: Kind): boolean {
     const prefix = LoopQuotaManager.kindPrefix(k);
-    for (const f of await readdirOrEmpty(this.poolDir)) {
+    for (const f of readdirSyncOrEmpty(this.poolDir)) {
       if (!f.startsWith(prefix) || f.endsWith(TMP_SUFFIX)) continue;
       try {
-        await rename(join(this.poolDir, f), target);
+        renameSync(join(this.poolDir, f), target);
         return true;
       } catch (err) {
         const code = errnoOf(err);
@@ -302,9 +305,9 @@ export class LoopQuotaManager implements QuotaManager {
    * Moves a volume directory into the trash, to be recycled in the background. False when `dir`
    * was not there.
    */
-  private async toTrash(dir: string, label: string): Promise<boolean> {
+  private toTrash(dir: string, label: string): boolean {
     try {
-      await rename(dir, join(this.trashDir, `${label}-${randomBytes(4).toString('hex')}`));
+      renameSync(dir, join(this.trashDir, `${label}-${randomBytes(4).toString('hex')}`));
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return false;
       throw err;
@@ -366,7 +369,7 @@ export class LoopQuotaManager implements QuotaManager {
       await this.refilling;
       for (const f of await readdirOrEmpty(this.poolDir)) {
         if (f.endsWith(TMP_SUFFIX)) continue;
-        if (await this.toTrash(join(this.poolDir, f), f)) n++;
+        if (this.toTrash(join(this.poolDir, f), f)) n++;
       }
       await this.trashStaleSpares();
     } finally {
@@ -385,16 +388,16 @@ export class LoopQuotaManager implements QuotaManager {
   }
 
   /** Sum of the image sizes (each limit plus its inode tables) of every env's workspaces. */
-  private async committedBytes(): Promise<number> {
+  private committedBytes(): Promise<number> {
     let total = 0;
-    for (const env of await readdirOrEmpty(this.mountsRoot)) {
-      for (const name of await readdirOrEmpty(join(this.mountsRoot, env))) {
+    for (const env of readdirSyncOrEmpty(this.mountsRoot)) {
+      for (const name of readdirSyncOrEmpty(join(this.mountsRoot, env))) {
         if (name.startsWith('.')) continue;
-        const s = await stat(join(this.mountsRoot, env, name, LOOP_IMAGE_FILE)).catch(() => undefined);
-        total += s?.size ?? 0;
+        total +=
+          statSync(join(this.mountsRoot, env, name, LOOP_IMAGE_FILE), { throwIfNoEntry: false })?.size ?? 0;
       }
     }
-    return total;
+    return Promise.resolve(total);
   }
 
   /**
@@ -410,7 +413,7 @@ export class LoopQuotaManager implements QuotaManager {
     const k: Kind = { bytes, uid, gid };
     // Take the volume first (a spare, or one built now), then check the budget: two racing creates
     // can both fail, never both pass.
-    const claimed = await this.claimSpare(dir, k);
+    const claimed = this.claimSpare(dir, k);
     this.wanted.set(LoopQuotaManager.kindPrefix(k), k);
     this.background.poke();
     if (!claimed) {
@@ -419,7 +422,7 @@ export class LoopQuotaManager implements QuotaManager {
       try {
         await rename(tmp, dir);
       } catch (err) {
-        await this.toTrash(tmp, name);
+        this.toTrash(tmp, name);
         const code = errnoOf(err);
         if (code === 'ENOTEMPTY' || code === 'EEXIST')
           throw new AppError('SANDBOX_ALREADY_EXISTS', `workspace volume ${dir} already exists`);
@@ -430,7 +433,7 @@ export class LoopQuotaManager implements QuotaManager {
     }
     const committed = await this.committedBytes();
     if (committed > this.volumeBytes) {
-      await this.toTrash(dir, name);
+      this.toTrash(dir, name);
       throw new AppError(
         'QUOTA_EXCEEDED',
         `workspace limits would total ${committed} bytes, over the ${this.volumeBytes} of HAKO_QUOTA_VOLUME_SIZE; ` +
@@ -462,7 +465,7 @@ export class LoopQuotaManager implements QuotaManager {
   async remove(name: string): Promise<void> {
     const dir = this.volumeDir(name);
     try {
-      await this.toTrash(dir, name);
+      this.toTrash(dir, name);
     } catch (err) {
       if (errnoOf(err) !== 'EBUSY') {
         throw new AppError('QUOTA_FAILED', `removing ${dir} failed: ${(err as Error).message}`, {
@@ -473,11 +476,13 @@ export class LoopQuotaManager implements QuotaManager {
       await this.unmount(dir);
       await rmdir(dir).catch(ignoreEnoent);
     }
-    await unlink(join(this.legacyImages, `${name}.img`)).catch((err: unknown) => {
+    try {
+      unlinkSync(join(this.legacyImages, `${name}.img`));
+    } catch (err) {
       if (errnoOf(err) !== 'ENOENT' && errnoOf(err) !== 'ENOTDIR') {
         throw new AppError('QUOTA_FAILED', `removing ${name}'s old image failed: ${(err as Error).message}`);
       }
-    });
+    }
     this.logger.debug({ name }, 'workspace volume removed');
   }
 
@@ -487,6 +492,14 @@ export class LoopQuotaManager implements QuotaManager {
     for (const f of await readdirOrEmpty(this.legacyImages))
       if (f.endsWith('.img')) names.add(f.slice(0, -4));
     return [...names].filter((n) => idFromName(this.env, n) !== undefined).sort();
+  }
+}
+
+function readdirSyncOrEmpty(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
   }
 }
 
