@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
-import { CleanupStack, chooseRuntime, detectCgroupLayout } from '@hako/sandbox';
+import { CleanupStack, EGRESS_POOL_DEFAULT, chooseRuntime, detectCgroupLayout } from '@hako/sandbox';
 import type { CgroupLayout, RunOptions, RunResult, SandboxHost, SandboxOptions } from '@hako/sandbox';
 import { wireSandboxHost } from '../packages/cli/src/wire.js';
 import type { Wired } from '../packages/cli/src/wire.js';
@@ -344,7 +344,8 @@ export async function sandboxBench(opts: SandboxBenchOptions): Promise<number> {
         th = host;
         cleanup.push('test host teardown', () => host.teardown());
         progress(`hako env ${host.hakoEnv}: wiring the host (state ${host.stateDir})`);
-        const w = await wireSandboxHost(host.env);
+        // as hakod wires its host: egress identities kept ready (what hakod pays)
+        const w = await wireSandboxHost(host.env, { egressPool: EGRESS_POOL_DEFAULT });
         wired = w;
         cleanup.push('hako host gc and close', async () => {
           const report = await w.host.gc({ dryRun: false });

@@ -6,7 +6,13 @@
 import { join } from 'node:path';
 import { createLogger } from '@hako/core';
 import type { EnvRecord, Logger } from '@hako/core';
-import { buildSandboxHost, resolveIpamRange, upstreamEnv, upstreamNames } from '@hako/sandbox';
+import {
+  EGRESS_POOL_DEFAULT,
+  buildSandboxHost,
+  resolveIpamRange,
+  upstreamEnv,
+  upstreamNames,
+} from '@hako/sandbox';
 import type { UpstreamsConfig } from '@hako/sandbox';
 import { HakodBackend } from './agent-backend.js';
 import {
@@ -77,6 +83,7 @@ export async function startAgent(env: EnvRecord, opts: { logger?: Logger } = {})
     if (claudeCode !== undefined) await checkClaudeCodeBinary(claudeCode);
     const built = await buildSandboxHost(config, logger, {
       proxy: { upstreams },
+      egressPool: EGRESS_POOL_DEFAULT,
       binds:
         claudeCode === undefined
           ? []

@@ -23,11 +23,14 @@ export function loadConfig(env: EnvRecord): SandboxHostConfig {
 
 export async function wireSandboxHost(
   env: EnvRecord,
-  overrides: { runtime?: RuntimeName | undefined } = {},
+  overrides: { runtime?: RuntimeName | undefined; egressPool?: number | undefined } = {},
 ): Promise<Wired> {
   const config = loadConfig(env);
   const logger = createLogger({ level: config.HAKO_LOG_LEVEL, name: 'hako' });
-  const built = await buildSandboxHost(config, logger, { runtime: overrides.runtime });
+  const built = await buildSandboxHost(config, logger, {
+    runtime: overrides.runtime,
+    egressPool: overrides.egressPool,
+  });
   return {
     config,
     host: built.host,

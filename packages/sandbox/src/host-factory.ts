@@ -41,6 +41,8 @@ export async function buildSandboxHost(
     proxy?: Omit<HttpEgressProxyOptions, 'logger'>;
     /** Read-only binds into every sandbox (SandboxHostDeps.binds). */
     binds?: readonly BindMount[] | undefined;
+    /** Egress identities to keep ready (SandboxHostDeps.egressPool; hakod: EGRESS_POOL_DEFAULT). */
+    egressPool?: number | undefined;
   } = {},
 ): Promise<BuiltSandboxHost> {
   const layout = await detectCgroupLayout();
@@ -81,6 +83,7 @@ export async function buildSandboxHost(
     network,
     proxy,
     binds: overrides.binds,
+    egressPool: overrides.egressPool,
     logger,
   });
   return {

@@ -52,6 +52,12 @@ export interface SandboxHostDeps {
    * none. The sources must exist when a sandbox is created.
    */
   readonly binds?: readonly BindMount[] | undefined;
+  /**
+   * Egress identities to keep ready once egress has been asked for (see takeEgressIdentity): for
+   * a long-lived host that creates many sandboxes (hakod). Undefined or 0: none, as for a process
+   * that runs one sandbox (`hako sandbox run`), which would only pay to make and release them.
+   */
+  readonly egressPool?: number | undefined;
   readonly logger: Logger;
 }
 
@@ -155,8 +161,8 @@ const COPY_BACK_APPARENT_FACTOR = 64;
 /** Cleanup steps of resources that do not depend on each other once the container is gone. */
 const CONCURRENT = { concurrent: true } as const;
 
-/** Egress identities kept ready once egress has been asked for (see takeEgressIdentity). */
-const EGRESS_POOL_SIZE = 2;
+/** How many egress identities hakod keeps ready (SandboxHostDeps.egressPool). */
+export const EGRESS_POOL_DEFAULT = 2;
 
 /**
  * A sandbox identity made ahead for network egress: a fresh id, its bundle directory with the
@@ -244,6 +250,7 @@ export class SandboxHost {
    * asks for the pool to be refilled when things are quiet.
    */
   private takeEgressIdentity(): EgressIdentity | undefined {
+    if (!this.d.egressPool) return undefined;
     this.egressWanted = true;
     this.background.poke();
     for (let x = this.egressReady.shift(); x; x = this.egressReady.shift()) {
@@ -259,7 +266,7 @@ export class SandboxHost {
 
   private async fillEgress(): Promise<void> {
     const { network } = await this.ensureEgress();
-    while (!this.closing && this.egressReady.length < EGRESS_POOL_SIZE) {
+    while (!this.closing && this.egressReady.length < (this.d.egressPool ?? 0)) {
       const id = newSandboxId();
       const name = resourceName(this.d.config.HAKO_ENV, id);
       const bundleDir = join(this.runDir, name);

@@ -1,7 +1,7 @@
 /** A SandboxManager on a real sandbox host, for the privileged tests of the manager and its GC. */
 import { join } from 'node:path';
 import type { Logger, SandboxHostConfig } from '@hako/core';
-import { buildSandboxHost } from '@hako/sandbox';
+import { EGRESS_POOL_DEFAULT, buildSandboxHost } from '@hako/sandbox';
 import type { BuiltSandboxHost } from '@hako/sandbox';
 import { SandboxManager } from '../../src/sandbox-manager.js';
 import type { SandboxManagerDeps } from '../../src/sandbox-manager.js';
@@ -20,7 +20,8 @@ export async function newTestManager(
   logger: Logger,
   opts: { poolMin?: number; poolMax?: number; upstreamEnv?: SandboxManagerDeps['upstreamEnv'] } = {},
 ): Promise<TestManager> {
-  const b = await buildSandboxHost(config, logger);
+  // wired as hakod's main() does
+  const b = await buildSandboxHost(config, logger, { egressPool: EGRESS_POOL_DEFAULT });
   await b.host.init();
   const records = new SandboxRecordStore(join(config.HAKO_RUN_DIR, config.HAKO_ENV, '.agent'));
   await records.init();

@@ -10,6 +10,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseConfig, sandboxHostConfigSchema, silentLogger } from '@hako/core';
 import { buildSandboxHost } from '../../src/host-factory.js';
+import { EGRESS_POOL_DEFAULT } from '../../src/sandbox-host.js';
 import type { BuiltSandboxHost } from '../../src/host-factory.js';
 import type { SandboxOptions } from '../../src/sandbox.js';
 import { createTestHost, sh } from '../helpers/test-host.js';
@@ -44,8 +45,21 @@ const egress: SandboxOptions = {
   workspaceDir: undefined,
 };
 
+test('a host without an egress pool (hako sandbox run) keeps no identity ready', async () => {
+  const b = await buildSandboxHost(config, silentLogger());
+  try {
+    await b.host.init();
+    const sb = await b.host.prepare(egress, ['true']);
+    assert.equal((await b.host.runPrepared(sb, { stdio: 'ignore' })).exitCode, 0);
+    await b.host.settled();
+    assert.deepEqual(netnsOfEnv(), [], 'its own netns was released and none was made ahead');
+  } finally {
+    await b.close();
+  }
+});
+
 test('egress identities: kept ready, taken by creates, released in the background, never collected', async () => {
-  built = await buildSandboxHost(config, silentLogger());
+  built = await buildSandboxHost(config, silentLogger(), { egressPool: EGRESS_POOL_DEFAULT });
   const { host } = built;
   await host.init();
   assert.deepEqual(netnsOfEnv(), [], 'nothing is attached before egress is asked for');

@@ -5,8 +5,12 @@
 //   the next page's start-after then skips the keys that were out of order.
 // - A delimiter listing misses every common prefix whose objects all sit two or more folders down.
 // - A key with '..' segments (or a bucket named '..') reads and writes outside the data directory.
+// - Deleting two objects of one folder at once (DeleteObjects deletes them concurrently) fails with
+//   InternalError now and then: each delete checks whether the folder is empty and removes it, so
+//   one rmdir finds it gone (ENOENT) or refilled; the client's retry then fails the same way on
+//   the folder that is now missing.
 // This module must not import workspace packages: the child process runs without them.
-import { readdir } from 'node:fs/promises';
+import { readdir, rmdir, unlink } from 'node:fs/promises';
 import type { Dirent } from 'node:fs';
 import { join } from 'node:path';
 
@@ -131,6 +135,7 @@ interface FilesystemStore {
   getBucket(bucket: string): Promise<unknown>;
   getMetadata(bucket: string, key: string): Promise<Record<string, unknown>>;
   listObjects(bucket: string, options: ListRequest): Promise<unknown>;
+  deleteObject(bucket: string, key: string): Promise<void>;
 }
 interface FilesystemStoreClass {
   prototype: FilesystemStore;
@@ -198,5 +203,33 @@ export function applyS3rverFixes(require: NodeJS.Require): void {
       return meta === undefined ? [] : [new S3Object(bucket, key, null, meta)];
     });
     return { objects, commonPrefixes: page.commonPrefixes, isTruncated: page.isTruncated };
+  };
+  store.deleteObject = async function (this: FilesystemStore, bucket: string, key: string): Promise<void> {
+    await Promise.all(
+      ['object', 'object.md5', 'metadata.json'].map((resource) =>
+        unlink(this.getResourcePath(bucket, key, resource)).catch(ignoreCode('ENOENT')),
+      ),
+    );
+    // Empty folders go, deepest first, each with one rmdir: a folder another delete removed
+    // already (ENOENT) is fine, one that is not empty (ENOTEMPTY) ends the walk.
+    const bucketPath = this.getBucketPath(bucket);
+    const parts = key.split('/').slice(0, -1);
+    for (; parts.length > 0; parts.pop()) {
+      try {
+        await rmdir(join(bucketPath, ...parts));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') continue;
+        if (code === 'ENOTEMPTY' || code === 'EEXIST') return;
+        throw err;
+      }
+    }
+  };
+}
+
+/** A catch handler that ignores one errno code and rethrows everything else. */
+function ignoreCode(code: string): (err: unknown) => void {
+  return (err) => {
+    if ((err as NodeJS.ErrnoException).code !== code) throw err;
   };
 }

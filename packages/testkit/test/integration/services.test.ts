@@ -352,6 +352,32 @@ test('startS3: a listing of more than 1000 keys pages at 1000', async () => {
   }
 });
 
+test('startS3: DeleteObjects of many keys in shared folders never fails, and the folders go', async () => {
+  const s3 = await startS3();
+  const client = s3Client(s3);
+  const Bucket = s3.bucket;
+  try {
+    // s3rver deleted a multi-delete's objects concurrently, each removing its folder when it looked
+    // empty: one of them found the folder gone (InternalError), and so did every retry
+    for (let round = 0; round < 40; round++) {
+      const keys = ['a.txt', 'dir/sub/b.txt', 'dir/c.txt', 'dir/sub/d.txt', 'dir/sub/e.txt']
+        .concat(Array.from({ length: 8 }, (_, i) => `dir/f${i}.txt`))
+        .map((k) => `ws/${round}/${k}`);
+      await Promise.all(keys.map((Key) => client.send(new PutObjectCommand({ Bucket, Key, Body: Key }))));
+      const r = await client.send(
+        new DeleteObjectsCommand({ Bucket, Delete: { Objects: keys.map((Key) => ({ Key })), Quiet: true } }),
+      );
+      assert.deepEqual(r.Errors ?? [], [], `round ${round}`);
+      const left = await client.send(new ListObjectsV2Command({ Bucket, Prefix: `ws/${round}/` }));
+      assert.equal(left.KeyCount, 0);
+    }
+    assert.deepEqual(await readdir(join(s3.dir, Bucket)).catch(() => []), [], 'empty folders are removed');
+  } finally {
+    client.destroy();
+    await s3.stop();
+  }
+});
+
 test('startS3: with a given dir the objects survive a restart, and the dir is kept', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'hako-test-s3-'));
   try {
