@@ -428,6 +428,15 @@ test(`thousands of random and malformed messages across every RPC (seed ${SEED})
       messages += frames.length;
       jobs.push(() => rawExec(raw, frames));
     }
+    // A valid exec takes a start frame with eight fields right and an unmutated tail: some seeds
+    // drew none in 400 (seed 639257394). A few certain ones run among the random ones.
+    for (let i = 0; i < 5; i++) {
+      const start = ExecStart.fromPartial({ ownerId: GOOD_OWNER, sandboxId: GOOD_ID, argv: ['prog', str()] });
+      messages++;
+      jobs.push(() =>
+        rawExec(raw, [Buffer.from(ExecRequest.encode({ msg: { $case: 'start', start } }).finish())]),
+      );
+    }
     for (let i = 0; i < 200; i++) {
       const frames = Array.from({ length: 1 + int(5) }, (_, j) => writeFrame(j === 0));
       messages += frames.length;
