@@ -15,7 +15,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { AppError, isAppError } from '@hako/core';
+import { AppError, isAppError, processAlive } from '@hako/core';
 import type { EnvRecord, Logger } from '@hako/core';
 import { startAgent } from '@hako/agentd';
 import type { RunningAgent } from '@hako/agentd';
@@ -163,15 +163,6 @@ async function lockHome(home: string): Promise<() => Promise<void>> {
     }
   }
   throw new AppError('CONFIG_INVALID', `could not take ${path}: remove it if no hako up is running`);
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** The mTLS material in `${home}/tls`, generated on first use (and again if it is incomplete). */

@@ -25,15 +25,14 @@
  * deletes the spares.
  */
 import { readdirSync, renameSync, statSync, unlinkSync } from 'node:fs';
-import { chmod, mkdir, open, readdir, rename, rm, rmdir, stat, statfs, unlink } from 'node:fs/promises';
+import { chmod, mkdir, open, rename, rm, rmdir, stat, statfs, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { AppError } from '@hako/core';
+import { AppError, processAlive } from '@hako/core';
 import type { Logger } from '@hako/core';
 import { findMount, readMountInfo } from './mount-info.js';
 import type { MountInfoEntry } from './mount-info.js';
 import { idFromName } from './names.js';
-import { processAlive } from './process-alive.js';
 import { QuietTimer } from './quiet-timer.js';
 import { errnoOf } from './errno.js';
 import { assertQuotaBytes, assertQuotaName, hasTool, inodeLimitFor, runTool } from './quota-xfs.js';
@@ -187,7 +186,7 @@ export class LoopQuotaManager implements QuotaManager {
    */
   private async trashStaleSpares(): Promise<void> {
     const now = Date.now();
-    for (const f of await readdirOrEmpty(this.poolDir)) {
+    for (const f of readdirOrEmpty(this.poolDir)) {
       if (!f.endsWith(TMP_SUFFIX)) continue;
       const pid = Number(TMP_PID_RE.exec(f)?.[1] ?? NaN);
       const st = await stat(join(this.poolDir, f)).catch(() => undefined);
@@ -258,7 +257,7 @@ export class LoopQuotaManager implements QuotaManager {
    */
   private claimSpare(target: string, k: Kind): boolean {
     const prefix = LoopQuotaManager.kindPrefix(k);
-    for (const f of readdirSyncOrEmpty(this.poolDir)) {
+    for (const f of readdirOrEmpty(this.poolDir)) {
       if (!f.startsWith(prefix) || f.endsWith(TMP_SUFFIX)) continue;
       try {
         renameSync(join(this.poolDir, f), target);
@@ -289,7 +288,7 @@ export class LoopQuotaManager implements QuotaManager {
     while (this.wanted.size > 0 && !this.draining) {
       const [prefix, k] = this.wanted.entries().next().value as [string, Kind];
       this.wanted.delete(prefix);
-      const have = (await readdirOrEmpty(this.poolDir)).filter(
+      const have = readdirOrEmpty(this.poolDir).filter(
         (f) => f.startsWith(prefix) && !f.endsWith(TMP_SUFFIX),
       ).length;
       for (let i = have; i < SPARES_PER_KIND && !this.draining; i++) {
@@ -328,7 +327,7 @@ export class LoopQuotaManager implements QuotaManager {
   /** Unmounts and deletes every volume in the trash, until it is empty. */
   private async recycle(): Promise<void> {
     for (;;) {
-      const entries = await readdirOrEmpty(this.trashDir);
+      const entries = readdirOrEmpty(this.trashDir);
       if (entries.length === 0) return;
       const mounts = await readMountInfo();
       const failed: string[] = [];
@@ -361,16 +360,14 @@ export class LoopQuotaManager implements QuotaManager {
    * meanwhile; they build their volume themselves until the next refill. `dryRun`: only counts.
    */
   async drainSpares(dryRun = false): Promise<number> {
-    const ready = (await readdirOrEmpty(this.poolDir)).filter((f) => !f.endsWith(TMP_SUFFIX));
-    if (dryRun) return ready.length;
+    const ready = (): string[] => readdirOrEmpty(this.poolDir).filter((f) => !f.endsWith(TMP_SUFFIX));
+    if (dryRun) return ready().length;
     this.draining = true;
     let n = 0;
     try {
+      // listed after the refill in flight has put its spare in place
       await this.refilling;
-      for (const f of await readdirOrEmpty(this.poolDir)) {
-        if (f.endsWith(TMP_SUFFIX)) continue;
-        if (this.toTrash(join(this.poolDir, f), f)) n++;
-      }
+      for (const f of ready()) if (this.toTrash(join(this.poolDir, f), f)) n++;
       await this.trashStaleSpares();
     } finally {
       this.draining = false;
@@ -388,16 +385,16 @@ export class LoopQuotaManager implements QuotaManager {
   }
 
   /** Sum of the image sizes (each limit plus its inode tables) of every env's workspaces. */
-  private committedBytes(): Promise<number> {
+  private committedBytes(): number {
     let total = 0;
-    for (const env of readdirSyncOrEmpty(this.mountsRoot)) {
-      for (const name of readdirSyncOrEmpty(join(this.mountsRoot, env))) {
+    for (const env of readdirOrEmpty(this.mountsRoot)) {
+      for (const name of readdirOrEmpty(join(this.mountsRoot, env))) {
         if (name.startsWith('.')) continue;
         total +=
           statSync(join(this.mountsRoot, env, name, LOOP_IMAGE_FILE), { throwIfNoEntry: false })?.size ?? 0;
       }
     }
-    return Promise.resolve(total);
+    return total;
   }
 
   /**
@@ -431,7 +428,7 @@ export class LoopQuotaManager implements QuotaManager {
         });
       }
     }
-    const committed = await this.committedBytes();
+    const committed = this.committedBytes();
     if (committed > this.volumeBytes) {
       this.toTrash(dir, name);
       throw new AppError(
@@ -487,24 +484,20 @@ export class LoopQuotaManager implements QuotaManager {
   }
 
   /** Names of this env's workspaces: every volume directory (a half-made one included), old images too. */
-  async list(): Promise<string[]> {
-    const names = new Set<string>(await readdirOrEmpty(this.envRoot));
-    for (const f of await readdirOrEmpty(this.legacyImages))
-      if (f.endsWith('.img')) names.add(f.slice(0, -4));
-    return [...names].filter((n) => idFromName(this.env, n) !== undefined).sort();
+  list(): Promise<string[]> {
+    const names = new Set<string>(readdirOrEmpty(this.envRoot));
+    for (const f of readdirOrEmpty(this.legacyImages)) if (f.endsWith('.img')) names.add(f.slice(0, -4));
+    return Promise.resolve([...names].filter((n) => idFromName(this.env, n) !== undefined).sort());
   }
 }
 
-function readdirSyncOrEmpty(dir: string): string[] {
+/** A directory's entries (synchronously: a few names of hako's own dirs), or none when it is missing. */
+function readdirOrEmpty(dir: string): string[] {
   try {
     return readdirSync(dir);
   } catch {
     return [];
   }
-}
-
-async function readdirOrEmpty(dir: string): Promise<string[]> {
-  return readdir(dir).catch(() => [] as string[]);
 }
 
 function ignoreEnoent(err: unknown): void {

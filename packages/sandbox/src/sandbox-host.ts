@@ -4,11 +4,10 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import type { ChildProcess, StdioOptions } from 'node:child_process';
-import { AggregateAppError, AppError, toAppError } from '@hako/core';
+import { AggregateAppError, AppError, processAlive, toAppError } from '@hako/core';
 import type { Logger, SandboxHostConfig } from '@hako/core';
 import { ATOMIC_TMP_RE, writeAtomic } from './atomic-file.js';
 import { Sandbox } from './sandbox.js';
-import { processAlive } from './process-alive.js';
 import { QuietTimer } from './quiet-timer.js';
 import type { SandboxOptions } from './sandbox.js';
 import { buildOciSpec, buildProcess, sandboxBinds } from './oci-spec.js';
@@ -272,12 +271,11 @@ export class SandboxHost {
       const bundleDir = join(this.runDir, name);
       this.held.add(name);
       try {
-        mkdirSync(bundleDir, { mode: 0o700 });
-        await writeAtomic(join(bundleDir, OWNER_FILE), ownerRecord());
+        await makeBundle(bundleDir);
         this.egressReady.push({ id, name, network: await network.add(name) });
       } catch (err) {
         // network.add() undoes itself; the bundle is all there is to undo
-        rmSync(bundleDir, { recursive: true, force: true });
+        removeBundle(bundleDir);
         this.held.delete(name);
         throw err;
       }
@@ -289,10 +287,9 @@ export class SandboxHost {
    * kernel work) happen in the background, then its bundle (with the owner record that keeps other
    * processes' GC away) goes. Its proxy registration is gone already and its processes are dead.
    */
-  private releaseNetwork(sb: Sandbox): Promise<void> {
+  private releaseNetwork(sb: Sandbox): void {
     this.toRelease.set(sb.name, sb.bundleDir);
     this.background.poke();
-    return Promise.resolve();
   }
 
   private async runReleases(): Promise<void> {
@@ -300,7 +297,7 @@ export class SandboxHost {
     for (const [name, bundleDir] of this.toRelease) {
       try {
         if (network) await network.del(name);
-        rmSync(bundleDir, { recursive: true, force: true });
+        removeBundle(bundleDir);
       } catch (err) {
         // the bundle stays, owned by this process: this host's next gc() retries the DEL
         this.d.logger.error({ err, name }, "releasing a destroyed sandbox's network failed; GC retries");
@@ -353,7 +350,9 @@ export class SandboxHost {
     sb.bundleDir = join(this.runDir, sb.name);
     sb.cleanup.push(
       'bundle',
-      () => (sb.network ? Promise.resolve() : removeBundle(sb.bundleDir)),
+      () => {
+        if (!sb.network) removeBundle(sb.bundleDir);
+      },
       CONCURRENT,
     );
     if (pooled) {
@@ -364,12 +363,9 @@ export class SandboxHost {
       const image = await this.d.images.get(options.image);
       sb.imageDigest = image.digest;
 
-      if (!pooled) {
-        // the bundle is a few small files on the run dir (a tmpfs): written synchronously, each a
-        // few microseconds, instead of three thread-pool round trips per file
-        mkdirSync(sb.bundleDir, { mode: 0o700 });
-        await writeAtomic(join(sb.bundleDir, OWNER_FILE), ownerRecord());
-      }
+      // the bundle is a few small files on the run dir (a tmpfs): written synchronously, each a
+      // few microseconds, instead of three thread-pool round trips per file
+      if (!pooled) await makeBundle(sb.bundleDir);
       // /skills: empty and root's until hakod writes a tenant's skills into it (WriteFiles, target
       // SKILLS); read-only inside the sandbox. Removed with the bundle.
       sb.skillsDir = join(sb.bundleDir, SKILLS_DIR);
@@ -914,7 +910,7 @@ export class SandboxHost {
         continue;
       }
       const errs: string[] = [];
-      const step = async (kind: string, f: () => Promise<unknown>): Promise<void> => {
+      const step = async (kind: string, f: () => Promise<unknown> | void): Promise<void> => {
         try {
           await f();
         } catch (e) {
@@ -926,7 +922,7 @@ export class SandboxHost {
       if (this.d.network) await step('netns', () => this.d.network!.del(name));
       await step('cgroup', () => this.d.cgroups.remove(name));
       await step('quota', () => this.d.quota.remove(name));
-      await step('bundle', () => rm(join(this.runDir, name), { recursive: true, force: true }));
+      await step('bundle', () => removeBundle(join(this.runDir, name)));
       if (errs.length > 0) report.failed.push({ name, errors: errs });
       else report.removed.push({ name, kinds: [...kinds] });
     }
@@ -964,13 +960,18 @@ async function readAnnotations(bundle: string): Promise<Record<string, string> |
   }
 }
 
+/** Makes a bundle directory holding only this process's owner record (what GC goes by). */
+async function makeBundle(dir: string): Promise<void> {
+  mkdirSync(dir, { mode: 0o700 });
+  await writeAtomic(join(dir, OWNER_FILE), ownerRecord());
+}
+
 /**
  * Deletes a bundle directory (a dozen small files on the run dir, a tmpfs) synchronously: the
  * recursive async rm took ~10 ms of thread-pool round trips, the system calls well under one.
  */
-async function removeBundle(dir: string): Promise<void> {
+function removeBundle(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
-  return Promise.resolve();
 }
 
 /** The owner record in every bundle: who made it (the GC's label for bundles) and which process holds it. */

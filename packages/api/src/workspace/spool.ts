@@ -18,7 +18,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AppError } from '@hako/core';
+import { AppError, processAlive } from '@hako/core';
 import type { Logger } from '@hako/core';
 import type { ObjectStore } from '../types.js';
 import type { FileChange, ManifestEntry } from './diff.js';
@@ -102,19 +102,10 @@ export async function syncDir(dir: string): Promise<void> {
   }
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return errnoOf(err) === 'EPERM';
-  }
-}
-
 /** Whether the lock's holder is gone: a process of this host that no longer exists. */
 export function isStaleLock(info: LockInfo | undefined): boolean {
   if (info === undefined) return true; // unreadable or half-written: its writer died mid-write
-  return info.host === hostname() && !pidAlive(info.pid);
+  return info.host === hostname() && !processAlive(info.pid);
 }
 
 async function readLock(dir: string): Promise<LockInfo | undefined> {
