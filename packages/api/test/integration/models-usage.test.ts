@@ -30,6 +30,7 @@ import { S3ObjectStore } from '../../src/storage/s3-object-store.js';
 import type { Executor, StoredEvent, Usage } from '../../src/types.js';
 import { startPostgresFixture } from '../helpers/db.js';
 import type { PostgresFixture, TestDatabase } from '../helpers/db.js';
+import { SONNET_MODEL, cost8, expectedCost8 } from '../helpers/models.js';
 
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
 let pg: PostgresFixture | undefined;
@@ -106,12 +107,7 @@ async function createTenant(
   return { id, key: String(k.body.key) };
 }
 
-const SONNET = {
-  id: 'claude-sonnet-4-5',
-  display_name: 'Claude Sonnet 4.5',
-  provider: 'anthropic',
-  prices: { input: 3, output: 15, cache_creation: 3.75, cache_read: 0.3 },
-};
+const SONNET = SONNET_MODEL;
 // Prices with 6 decimals, so the exact cost has more than 8 decimals and must be rounded once.
 const ODD = {
   id: 'us.anthropic.claude-haiku-4-5-v1:0',
@@ -119,27 +115,6 @@ const ODD = {
   provider: 'bedrock',
   prices: { input: 0.812345, output: 4.000007, cache_creation: 1.000003, cache_read: 0.080001 },
 };
-
-/** Exact cost in units of 1e-8 USD: sum(tokens * price) / 1e6, rounded half up (prices have 6 decimals). */
-function expectedCost8(prices: typeof SONNET.prices, u: Usage): bigint {
-  const micro = (p: number): bigint => BigInt(Math.round(p * 1e6));
-  const s =
-    BigInt(u.inputTokens) * micro(prices.input) +
-    BigInt(u.outputTokens) * micro(prices.output) +
-    BigInt(u.cacheCreationInputTokens) * micro(prices.cache_creation) +
-    BigInt(u.cacheReadInputTokens) * micro(prices.cache_read);
-  // s is in 1e-12 USD per token-million... cost = s / 1e12 USD; in 1e-8 units: s / 1e4.
-  return (s + 5000n) / 10000n;
-}
-
-/** A JSON cost (at most 8 decimals) in units of 1e-8 USD, exactly. */
-function cost8(v: unknown): bigint {
-  assert.equal(typeof v, 'number');
-  const n = v as number;
-  const units = Math.round(n * 1e8);
-  assert.equal(units / 1e8, n, `${n} has at most 8 decimals`);
-  return BigInt(units);
-}
 
 test('the model registry: admin writes, tenants read the active models, clear codes', async () => {
   const { app } = await harness();

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { parseSse, startStack } from '../helpers/stack.js';
 import type { Stack } from '../helpers/stack.js';
 import { callApi as call } from '../helpers/http-call.js';
+import { SONNET_MODEL } from '../helpers/models.js';
 
 const SMALL_DISK = 128 * 2 ** 20;
 const BEDROCK_MODEL = {
@@ -18,12 +19,7 @@ const BEDROCK_MODEL = {
   provider: 'bedrock',
   prices: { input: 3.3, output: 16.5, cache_creation: 4.125, cache_read: 0.33 },
 };
-const ANTHROPIC_MODEL = {
-  id: 'claude-sonnet-4-5',
-  display_name: 'Claude Sonnet 4.5',
-  provider: 'anthropic',
-  prices: { input: 3, output: 15, cache_creation: 3.75, cache_read: 0.3 },
-};
+const ANTHROPIC_MODEL = SONNET_MODEL;
 
 const bedrockScript = {
   turns: [

@@ -9,14 +9,10 @@ import assert from 'node:assert/strict';
 import { parseSse, startStack } from '../helpers/stack.js';
 import type { Stack } from '../helpers/stack.js';
 import { callApi as call } from '../helpers/http-call.js';
+import { SONNET_MODEL, cost8, expectedCost8 } from '../helpers/models.js';
 
 const SMALL_DISK = 128 * 2 ** 20;
-const SONNET = {
-  id: 'claude-sonnet-4-5',
-  display_name: 'Claude Sonnet 4.5',
-  provider: 'anthropic',
-  prices: { input: 3, output: 15, cache_creation: 3.75, cache_read: 0.3 },
-};
+const SONNET = SONNET_MODEL;
 const HAIKU = {
   id: 'claude-haiku-4-5',
   display_name: 'Claude Haiku 4.5',
@@ -61,25 +57,6 @@ before(async () => {
 after(async () => {
   await stack?.close();
 });
-
-/** A JSON cost (at most 8 decimals) in units of 1e-8 USD, exactly. */
-function cost8(v: unknown): bigint {
-  assert.equal(typeof v, 'number', `cost ${String(v)}`);
-  const units = Math.round((v as number) * 1e8);
-  assert.equal(units / 1e8, v, `${String(v)} has at most 8 decimals`);
-  return BigInt(units);
-}
-
-/** sum(tokens * price) / 1e6 in units of 1e-8 USD, rounded half up once (prices have 6 decimals). */
-function priced8(prices: typeof SONNET.prices, usage: Record<string, number>): bigint {
-  const micro = (p: number): bigint => BigInt(Math.round(p * 1e6));
-  const s =
-    BigInt(usage.input_tokens!) * micro(prices.input) +
-    BigInt(usage.output_tokens!) * micro(prices.output) +
-    BigInt(usage.cache_creation_input_tokens!) * micro(prices.cache_creation) +
-    BigInt(usage.cache_read_input_tokens!) * micro(prices.cache_read);
-  return (s + 5000n) / 10000n;
-}
 
 test('runs record model, executor, usage and cost; the usage API equals the done events exactly', async () => {
   const s = S();
@@ -143,7 +120,15 @@ test('runs record model, executor, usage and cost; the usage API equals the done
     // The done event's cost is the tokens priced with the registry's prices.
     const usage = done.data.usage as Record<string, number>;
     assert.ok(usage.input_tokens! >= 1234 && usage.output_tokens! >= 56, JSON.stringify(usage));
-    assert.equal(cost8(done.data.cost_usd), priced8(p.model.prices, usage));
+    assert.equal(
+      cost8(done.data.cost_usd),
+      expectedCost8(p.model.prices, {
+        inputTokens: usage.input_tokens!,
+        outputTokens: usage.output_tokens!,
+        cacheCreationInputTokens: usage.cache_creation_input_tokens!,
+        cacheReadInputTokens: usage.cache_read_input_tokens!,
+      }),
+    );
     dones.push(done.data);
     runIds.push(String(done.data.run_id));
   }
